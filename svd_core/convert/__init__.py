@@ -1,0 +1,1 @@
+"""Renaming tables between the diffusers/transformers folder layout and ours (the official names)."""
