@@ -1,0 +1,94 @@
+"""Whole-model configuration: the three part configs plus the sampling defaults, with named presets.
+
+Every sampling constant comes from Stability-AI/generative-models:
+- scripts/sampling/simple_video_sample.py (`sample()` defaults and `version` switch):
+  svd: num_frames 14, num_steps 25; svd_xt / svd_xt_1_1: num_frames 25, num_steps 30;
+  fps_id 6, motion_bucket_id 127, cond_aug 0.02, decoding_t 14; images resized to 1024x576.
+- scripts/sampling/configs/{svd,svd_xt,svd_xt_1_1}.yaml, sampler_config:
+  guider LinearPredictionGuider min_scale/max_scale 1.0/2.5 (svd) and 1.5/3.0 (svd_xt, svd_xt_1_1);
+  EDMDiscretization sigma_max 700.0 (sigma_min 0.002 and rho 7.0 are that class's defaults in
+  sgm/modules/diffusionmodules/discretizer.py).
+SVD-XT 1.1 was fine-tuned at fixed fps 6 and motion bucket 127 (its model card), which is why those are
+the defaults for every preset.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .image_encoder import ImageEncoderConfig
+from .unet import UNetConfig
+from .vae import VAEConfig
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    num_frames: int = 25
+    num_steps: int = 30
+    min_cfg: float = 1.5
+    max_cfg: float = 3.0
+    fps_id: int = 6
+    motion_bucket_id: int = 127
+    cond_aug: float = 0.02
+    width: int = 1024
+    height: int = 576
+    decode_chunk_size: int = 14  # simple_video_sample.py decoding_t
+    sigma_min: float = 0.002
+    sigma_max: float = 700.0
+    rho: float = 7.0
+
+
+@dataclass(frozen=True)
+class SVDConfig:
+    name: str = "svd_xt_1_1"
+    unet: UNetConfig = field(default_factory=UNetConfig.svd_xt)
+    vae: VAEConfig = field(default_factory=VAEConfig.svd_xt)
+    image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig.vit_h14)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    @classmethod
+    def svd(cls) -> "SVDConfig":
+        """SVD (14 frames): svd.yaml + simple_video_sample.py version "svd"."""
+        return cls(name="svd", sampling=SamplingConfig(num_frames=14, num_steps=25, min_cfg=1.0, max_cfg=2.5))
+
+    @classmethod
+    def svd_xt(cls) -> "SVDConfig":
+        """SVD-XT 1.0 (25 frames): svd_xt.yaml."""
+        return cls(name="svd_xt")
+
+    @classmethod
+    def svd_xt_1_1(cls) -> "SVDConfig":
+        """SVD-XT 1.1 (25 frames, fine-tuned at fps_id 6, motion bucket 127): svd_xt_1_1.yaml."""
+        return cls(name="svd_xt_1_1")
+
+    @classmethod
+    def tiny(cls) -> "SVDConfig":
+        """Tiny random-weight family member for tests: 64x64, 4 frames, 2 steps, runs on a CPU in a second."""
+        return cls(
+            name="tiny",
+            unet=UNetConfig.tiny(),
+            vae=VAEConfig.tiny(),
+            image_encoder=ImageEncoderConfig.tiny(),
+            sampling=SamplingConfig(num_frames=4, num_steps=2, width=64, height=64, decode_chunk_size=14),
+        )
+
+    def with_sampling(self, **changes: object) -> "SVDConfig":
+        return replace(self, sampling=replace(self.sampling, **changes))  # type: ignore[arg-type]
+
+
+PRESETS: dict[str, SVDConfig] = {
+    "svd": SVDConfig.svd(),
+    "svd_xt": SVDConfig.svd_xt(),
+    "svd_xt_1_1": SVDConfig.svd_xt_1_1(),
+}
+
+
+def preset_for_filename(name: str) -> str:
+    """Guess the preset from a checkpoint's file or folder name (the three official files share every
+    tensor shape, so the name is the only hint): 'svd_xt_1_1...' -> svd_xt_1_1, 'svd_xt...' -> svd_xt,
+    'svd...' / 'stable-video-diffusion-img2vid' (no 'xt') -> svd; anything else -> svd_xt_1_1."""
+    n = name.lower().replace("-", "_")
+    if "xt" in n:
+        return "svd_xt_1_1" if ("1_1" in n or "1.1" in n) else "svd_xt"
+    if "svd" in n or "img2vid" in n or "video_diffusion" in n:
+        return "svd"
+    return "svd_xt_1_1"

@@ -1,0 +1,50 @@
+"""Where each part of the model lives in the official single-file checkpoint.
+
+The one renaming table of this package for the single-file layout: our module names are the
+checkpoint's names with one prefix swapped (STYLE.md principle 6). Facts from
+../shared/svd_xt_1_1.keys.json and scripts/sampling/configs/svd_xt_1_1.yaml:
+
+- `model.diffusion_model.*`: the spatio-temporal UNet (VideoUNet).
+- `conditioner.embedders.0.open_clip.model.visual.*`: the OpenCLIP ViT-H/14 image tower
+  (FrozenOpenCLIPImagePredictionEmbedder). The other `conditioner.embedders.0.open_clip.model.*`
+  tensors are the unused text tower.
+- `conditioner.embedders.3.encoder.*`: the AutoencoderKLModeOnly that the reference uses to encode the
+  conditioning frame (VideoPredictionEmbedderWithEncoder): its `encoder` and `quant_conv` are ours; its
+  2-D `decoder` and `post_quant_conv` are never used.
+- `first_stage_model.decoder.*`: the temporal decoder (VideoDecoder). `first_stage_model.encoder.*`
+  (no quant_conv) is never used at inference.
+
+How this differs from ComfyUI's own loader: ComfyUI builds its SVD VAE from `first_stage_model.*`
+only and encodes the conditioning frame with `first_stage_model.encoder` and no quant_conv, while the
+reference encodes it with `conditioner.embedders.3.encoder` including its quant_conv (posterior mode).
+We follow the reference.
+"""
+from __future__ import annotations
+
+# part attribute of SVDModels -> {our name prefix: checkpoint name prefix}
+SINGLE_FILE_PREFIXES: dict[str, dict[str, str]] = {
+    "unet": {"": "model.diffusion_model."},
+    "image_encoder": {"": "conditioner.embedders.0.open_clip.model.visual."},
+    "vae": {
+        "encoder.": "conditioner.embedders.3.encoder.encoder.",
+        "quant_conv.": "conditioner.embedders.3.encoder.quant_conv.",
+        "decoder.": "first_stage_model.decoder.",
+    },
+}
+
+# Tensors of the official file that are read by no part (documented above).
+IGNORED_PREFIXES: tuple[str, ...] = (
+    "conditioner.embedders.0.open_clip.model.",  # outside `.visual.`: the text tower
+    "conditioner.embedders.3.encoder.decoder.",
+    "conditioner.embedders.3.encoder.post_quant_conv.",
+    "first_stage_model.encoder.",
+)
+
+
+def part_of(file_name: str) -> tuple[str, str] | None:
+    """(part, our name) for a checkpoint tensor name, or None when no part reads it."""
+    for part, table in SINGLE_FILE_PREFIXES.items():
+        for ours, theirs in table.items():
+            if file_name.startswith(theirs):
+                return part, ours + file_name[len(theirs):]
+    return None

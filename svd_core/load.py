@@ -1,0 +1,293 @@
+"""Loading SVD / SVD-XT / SVD-XT 1.1 weights: the official single file or a diffusers folder.
+
+Every size is read from tensor shapes, so smaller members of the family load too. Loading is
+all-or-nothing: the file's header is read and checked against models built on the `meta` device
+before a single weight is read, and any problem raises one `CheckpointError` naming the file and the
+first offending keys. Weights are read one tensor at a time, cast to the caller's dtype and assigned
+into the meta-built modules (`load_state_dict(assign=True)`), so no weight is ever held twice.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .config import PRESETS, SVDConfig, preset_for_filename
+from .convert import image_encoder as convert_image_encoder
+from .convert import unet as convert_unet
+from .convert import vae as convert_vae
+from .image_encoder import ImageEncoder, ImageEncoderConfig
+from .layout import SINGLE_FILE_PREFIXES, part_of
+from .unet import UNet, UNetConfig
+from .vae import VAE, VAEConfig
+
+log = logging.getLogger(__name__)
+
+PARTS = ("unet", "image_encoder", "vae")
+MAX_LISTED = 5  # offending keys listed in an error message
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as an SVD model; the message names the file and the keys."""
+
+
+@dataclass
+class SVDModels:
+    """The three networks of SVD and the config they were built from."""
+
+    unet: UNet
+    image_encoder: ImageEncoder
+    vae: VAE
+    config: SVDConfig
+
+
+def build_models(config: SVDConfig, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> SVDModels:
+    """Fresh (uninitialised on `meta`) models for `config`."""
+    with torch.device(device):
+        unet, image_encoder, vae = UNet(config.unet), ImageEncoder(config.image_encoder), VAE(config.vae)
+    models = SVDModels(unet, image_encoder, vae, config)
+    if dtype is not None:
+        for part in PARTS:
+            getattr(models, part).to(dtype)
+    return models
+
+
+# --- reading safetensors headers --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Tensor:
+    file: Path
+    key: str
+    shape: tuple[int, ...]
+    dtype: str = "F32"
+
+
+def read_header(path: Path) -> dict[str, _Tensor]:
+    """Names and shapes of a safetensors file, after checking that it is whole and well formed."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[:2] == b"PK" or head[:1] == b"\x80":
+                raise CheckpointError(
+                    f"checkpoint '{path}' is a pickle / PyTorch .ckpt/.bin/.pt file; only .safetensors "
+                    "files are loaded (pickle files can run arbitrary code)"
+                )
+            if len(head) < 8:
+                raise CheckpointError(f"checkpoint '{path}' is not a safetensors file: {size} bytes, too short for a header")
+            (n,) = struct.unpack("<Q", head)
+            if n < 2 or 8 + n > size or n > 100 * 2**20:
+                raise CheckpointError(
+                    f"checkpoint '{path}' is not a valid safetensors file: header length {n} does not fit "
+                    f"the file size {size} (truncated or not safetensors)"
+                )
+            raw = f.read(n)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint '{path}' cannot be read: {e}") from e
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"checkpoint '{path}' has a malformed safetensors header: {e}") from e
+    if not isinstance(header, dict):
+        raise CheckpointError(f"checkpoint '{path}' has a malformed safetensors header: not a JSON object")
+    header.pop("__metadata__", None)
+    data_size = size - 8 - n
+    out: dict[str, _Tensor] = {}
+    for key, info in header.items():
+        try:
+            dtype, shape, (begin, end) = info["dtype"], tuple(int(s) for s in info["shape"]), info["data_offsets"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint '{path}' has a malformed header entry for '{key}': {info!r}") from e
+        if end > data_size:
+            raise CheckpointError(
+                f"checkpoint '{path}' is truncated: tensor '{key}' ends at byte {end} of the data section, "
+                f"but only {data_size} bytes are present"
+            )
+        out[key] = _Tensor(path, key, shape, str(dtype))
+    return out
+
+
+# --- checking what a file holds against what the models expect -------------------------------
+
+def _check(path: Path, part: str, found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]], prefix: str = "") -> None:
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    misshaped = [k for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
+    if not (missing or unexpected or misshaped):
+        return
+    lines = [f"checkpoint '{path}' does not match the SVD {part} its shapes describe:"]
+    if misshaped:
+        lines.append(f"  {len(misshaped)} tensor(s) with the wrong shape, first: " + "; ".join(
+            f"'{prefix}{k}' expected {list(expected[k])}, found {list(found[k])}" for k in misshaped[:MAX_LISTED]))
+    if missing:
+        lines.append(f"  {len(missing)} missing tensor(s), first: " + "; ".join(
+            f"'{prefix}{k}' expected {list(expected[k])}" for k in missing[:MAX_LISTED]))
+    if unexpected:
+        lines.append(f"  {len(unexpected)} unexpected tensor(s), first: " + "; ".join(
+            f"'{prefix}{k}' found {list(found[k])}" for k in unexpected[:MAX_LISTED]))
+    raise CheckpointError("\n".join(lines))
+
+
+def _configs_from_shapes(path: Path, shapes: Mapping[str, Mapping[str, tuple[int, ...]]]) -> tuple[UNetConfig, ImageEncoderConfig, VAEConfig]:
+    try:
+        return (
+            UNetConfig.from_shapes(shapes["unet"]),
+            ImageEncoderConfig.from_shapes(shapes["image_encoder"]),
+            VAEConfig.from_shapes(shapes["vae"]),
+        )
+    except (ValueError, KeyError, IndexError) as e:
+        raise CheckpointError(f"checkpoint '{path}' is not an SVD model: {e}") from e
+
+
+def _expected_shapes(config: SVDConfig) -> dict[str, dict[str, tuple[int, ...]]]:
+    models = build_models(config, device="meta")
+    return {part: {k: tuple(v.shape) for k, v in getattr(models, part).state_dict().items()} for part in PARTS}
+
+
+# --- the two layouts ---------------------------------------------------------------------------
+
+def _single_file_sources(path: Path) -> dict[str, dict[str, _Tensor]]:
+    header = read_header(path)
+    if not any(k.startswith("model.diffusion_model.") for k in header):
+        raise CheckpointError(
+            f"checkpoint '{path}' is not an SVD model: no tensor starts with 'model.diffusion_model.' "
+            f"(found {len(header)} tensors, e.g. {sorted(header)[:3]})"
+        )
+    if not any(".time_stack." in k for k in header if k.startswith("model.diffusion_model.")):
+        raise CheckpointError(
+            f"checkpoint '{path}' is not an SVD model: its UNet has no temporal layers "
+            "('model.diffusion_model.*.time_stack.*'); it looks like an image model (SD 1.x / SD 2.x / SDXL)"
+        )
+    sources: dict[str, dict[str, _Tensor]] = {p: {} for p in PARTS}
+    for key, t in header.items():
+        hit = part_of(key)
+        if hit is not None:
+            sources[hit[0]][hit[1]] = t
+    for part, table in SINGLE_FILE_PREFIXES.items():
+        for theirs in table.values():
+            if not any(k.startswith(theirs) for k in header):
+                raise CheckpointError(
+                    f"checkpoint '{path}' is not a complete SVD checkpoint: no tensor starts with '{theirs}' "
+                    f"(needed for the {part}); expected the official single-file layout of svd_xt_1_1.safetensors"
+                )
+    return sources
+
+
+def _safetensors_in(folder: Path) -> list[Path]:
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        others = sorted(p.name for p in folder.glob("*") if p.suffix in {".bin", ".ckpt", ".pt", ".pth"})
+        hint = f" (found pickle files {others}: only .safetensors files are loaded)" if others else ""
+        raise CheckpointError(f"diffusers folder '{folder}' has no .safetensors file{hint}")
+    # Prefer one variant: the plain file over '.fp16' twins when both exist, unless only variants exist.
+    plain = [f for f in files if len(f.name.split(".")) == 2]
+    return plain or [f for f in files if f.name.split(".")[-2] == files[0].name.split(".")[-2]]
+
+
+_DIFFUSERS_PARTS: dict[str, tuple[str, Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]]] = {
+    "unet": ("unet", convert_unet.from_diffusers),
+    "image_encoder": ("image_encoder", convert_image_encoder.from_transformers),
+    "vae": ("vae", convert_vae.from_diffusers),
+}
+
+
+def _diffusers_headers(folder: Path) -> dict[str, dict[str, _Tensor]]:
+    out: dict[str, dict[str, _Tensor]] = {}
+    for part, (sub, _) in _DIFFUSERS_PARTS.items():
+        d = folder / sub
+        if not d.is_dir():
+            raise CheckpointError(f"diffusers folder '{folder}' has no '{sub}/' subfolder (expected unet/, vae/, image_encoder/)")
+        merged: dict[str, _Tensor] = {}
+        for f in _safetensors_in(d):
+            merged.update(read_header(f))
+        out[part] = merged
+    return out
+
+
+# --- public entry point --------------------------------------------------------------------------
+
+def load_models(
+    path: str | os.PathLike[str],
+    *,
+    dtype: torch.dtype = torch.float16,
+    device: str | torch.device = "cpu",
+    preset: str | None = None,
+) -> SVDModels:
+    """Load an SVD checkpoint: the official single .safetensors file, or a diffusers folder.
+
+    `dtype` is the compute dtype of all three models (fp32, fp16 or bf16, whatever the file stores);
+    `preset` picks the sampling defaults (svd / svd_xt / svd_xt_1_1; guessed from the name when None).
+    Raises CheckpointError, naming the file and the first offending keys, for anything else.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(
+            f"checkpoint '{path}' does not exist. The official SVD-XT 1.1 file (svd_xt_1_1.safetensors, 4.78 GB) "
+            "is published by Stability AI on Hugging Face (stabilityai/stable-video-diffusion-img2vid-xt-1-1); "
+            "in ComfyUI put it in ComfyUI/models/checkpoints/"
+        )
+    if path.is_dir():
+        tensors = _diffusers_headers(path)
+        renamed = _rename_meta(path, tensors)
+    else:
+        renamed = _single_file_sources(path)
+    shapes = {part: {k: t.shape for k, t in src.items()} for part, src in renamed.items()}
+    unet_cfg, clip_cfg, vae_cfg = _configs_from_shapes(path, shapes)
+    name = preset or preset_for_filename(path.name)
+    if name not in PRESETS:
+        raise CheckpointError(f"preset '{name}' is unknown; expected one of {sorted(PRESETS)}")
+    config = SVDConfig(name=name, unet=unet_cfg, vae=vae_cfg, image_encoder=clip_cfg, sampling=PRESETS[name].sampling)
+    expected = _expected_shapes(config)
+    for part in PARTS:
+        _check(path, part, shapes[part], expected[part])
+        bad = [t for t in renamed[part].values() if t.dtype not in ("F32", "F16", "BF16", "F64")]
+        if bad:
+            raise CheckpointError(
+                f"checkpoint '{path}': tensor '{bad[0].key}' has dtype {bad[0].dtype}; expected F32, F16 or BF16"
+            )
+
+    models = build_models(config, device="meta")
+    for part in PARTS:
+        if path.is_dir():
+            sd = _load_diffusers_part(path, part, tensors[part], dtype, device)
+        else:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                sd = {ours: f.get_tensor(t.key).to(device=device, dtype=dtype) for ours, t in renamed[part].items()}
+        module = getattr(models, part)
+        module.load_state_dict(sd, strict=True, assign=True)
+        module.eval().requires_grad_(False)
+        del sd
+    log.info("loaded %s from '%s' as %s on %s", config.name, path, dtype, device)
+    return models
+
+
+def _rename_meta(folder: Path, tensors: dict[str, dict[str, _Tensor]]) -> dict[str, dict[str, _Tensor]]:
+    """Run each part's renaming on shape-only (meta) tensors to learn our names and shapes first."""
+    out: dict[str, dict[str, _Tensor]] = {}
+    for part, (sub, rename) in _DIFFUSERS_PARTS.items():
+        meta = {k: torch.empty(t.shape, device="meta") for k, t in tensors[part].items()}
+        try:
+            ours = rename(meta)
+        except (KeyError, ValueError, RuntimeError, IndexError) as e:
+            raise CheckpointError(f"diffusers folder '{folder / sub}' is not an SVD {part}: {e}") from e
+        out[part] = {k: _Tensor(folder / sub, k, tuple(v.shape)) for k, v in ours.items()}
+    return out
+
+
+def _load_diffusers_part(folder: Path, part: str, tensors: Mapping[str, _Tensor], dtype: torch.dtype, device: str | torch.device) -> dict[str, torch.Tensor]:
+    _, rename = _DIFFUSERS_PARTS[part]
+    files: dict[Path, list[str]] = {}
+    for k, t in tensors.items():
+        files.setdefault(t.file, []).append(k)
+    sd: dict[str, torch.Tensor] = {}
+    for file, keys in files.items():
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            for k in keys:
+                sd[k] = f.get_tensor(k).to(device=device, dtype=dtype)
+    return rename(sd)

@@ -1,0 +1,309 @@
+"""Image -> video: conditioning, EDM sampling with per-frame guidance, temporal decoding.
+
+Every step follows Stability-AI/generative-models (scripts/sampling/simple_video_sample.py with the
+svd / svd_xt / svd_xt_1_1 configs). Where ComfyUI or diffusers do something else, a comment says so.
+Layout: B videos of T frames; latents are (B, T, C, h, w) at the public boundary and folded to
+"(b t) c h w" inside, the layout of the reference's UNet.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor
+
+from .edm import VDenoiser
+from .embeddings import timestep_embedding
+from .guidance import GuidedDenoiser, guidance_scales
+from .image_encoder import ImageEncoder, encode_image
+from .load import SVDModels
+from .sampling import SAMPLERS, get_sigmas_karras, initial_noise_scale, randn_noise_sampler
+from .unet import UNet
+from .vae import VAE
+
+log = logging.getLogger(__name__)
+
+SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
+DEFAULT_DECODE_CHUNK = 14  # simple_video_sample.py: decoding_t = 14
+
+StepCallback = Callable[[int, int, Tensor], None]
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What the UNet is conditioned on, one entry per video (repeated over frames only inside sampling)."""
+
+    crossattn: Tensor  # (B, 1, context_dim): the CLIP image embedding, one context token
+    concat: Tensor  # (B, latent_channels, h, w): the VAE latent of the noised conditioning frame
+    vector: Tensor  # (B, 3): fps_id, motion_bucket_id, cond_aug, embedded at the UNet's width when sampling
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.crossattn.shape[0])
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Conditioning":
+        return Conditioning(**{f.name: getattr(self, f.name).to(device=device, dtype=dtype) for f in fields(self)})
+
+    @staticmethod
+    def cat(items: list["Conditioning"]) -> "Conditioning":
+        return Conditioning(**{f.name: torch.cat([getattr(c, f.name) for c in items]) for f in fields(Conditioning)})
+
+
+def _module_device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    p = next(module.parameters())
+    return p.device, p.dtype
+
+
+def embed_vector(values: Tensor, embed_dim: int) -> Tensor:
+    """(B, 3) [fps_id, motion_bucket_id, cond_aug] -> (B, 3*embed_dim) float32: their sinusoidal embeddings
+    concatenated in that order (the reference's ConcatTimestepEmbedderND embedders 1, 2 and 4 of
+    svd_xt_1_1.yaml, outdim 256 each; the SVD paper, section 4: micro-conditioning on frame rate, motion
+    and noise augmentation)."""
+    b, k = values.shape
+    emb = timestep_embedding(rearrange(values.float(), "b k -> (b k)"), embed_dim)  # (B*3, E)
+    return rearrange(emb, "(b k) e -> b (k e)", b=b, k=k)
+
+
+def encode_conditioning(
+    image_encoder: ImageEncoder,
+    vae: VAE,
+    image: Tensor,
+    *,
+    fps_id: int,
+    motion_bucket_id: int,
+    cond_aug: float,
+    generator: torch.Generator | None = None,
+    aug_noise: Tensor | None = None,
+) -> tuple[Conditioning, Conditioning]:
+    """(positive, negative) conditioning for B images (B, 3, H, W) in [0, 1].
+
+    - image embedding: the whole frame squashed to 224x224 and CLIP-encoded (`encode_image`), used as a
+      single context token;
+    - conditioning latent: the frame in [-1, 1] plus cond_aug * N(0, 1), VAE-encoded (posterior mode),
+      NOT multiplied by the scale factor 0.18215 (the reference's VideoPredictionEmbedderWithEncoder has
+      is_ae=True and no scaling; diffusers agrees; ComfyUI also leaves it unscaled);
+    - vector: the three scalars, embedded by `embed_vector` at the UNet's width when sampling.
+    The negative zeroes the image embedding and the conditioning latent and keeps the vector, like the
+    reference's force_uc_zero_embeddings=["cond_frames", "cond_frames_without_noise"].
+    `aug_noise` (B, 3, H, W) replaces the draw from `generator` (a CPU generator by default).
+    """
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must be (B, 3, H, W), got shape {tuple(image.shape)}")
+    b = image.shape[0]
+    clip_device, _ = _module_device_dtype(image_encoder)
+    vae_device, vae_dtype = _module_device_dtype(vae)
+    image = image.to(torch.float32)
+    if aug_noise is None:
+        aug_noise = torch.randn(image.shape, generator=generator, dtype=torch.float32)
+    elif aug_noise.shape != image.shape:
+        raise ValueError(f"aug_noise must have the image's shape {tuple(image.shape)}, got {tuple(aug_noise.shape)}")
+    with torch.inference_mode():
+        embedding = encode_image(image_encoder, image.to(clip_device))  # (B, D)
+        crossattn = rearrange(embedding, "b d -> b 1 d")
+        frame = image.to(vae_device) * 2.0 - 1.0  # [0, 1] -> [-1, 1], simple_video_sample.py
+        noised = frame + cond_aug * aug_noise.to(vae_device, torch.float32)
+        concat = vae.encode(noised.to(vae_dtype))  # (B, C, h, w)
+    vector = torch.tensor([[fps_id, motion_bucket_id, cond_aug]] * b, dtype=torch.float32, device=crossattn.device)
+    positive = Conditioning(crossattn=crossattn, concat=concat, vector=vector)
+    negative = Conditioning(
+        crossattn=torch.zeros_like(crossattn), concat=torch.zeros_like(concat), vector=positive.vector.clone()
+    )
+    return positive, negative
+
+
+def karras_sigmas(num_steps: int, *, sigma_min: float, sigma_max: float, rho: float, denoise: float = 1.0) -> Tensor:
+    """The sigmas actually stepped through: the Karras schedule, or its last num_steps+1 entries of a
+    longer schedule when denoise < 1 (ComfyUI's convention for partial denoising)."""
+    if not 0.0 < denoise <= 1.0:
+        raise ValueError(f"denoise must be in (0, 1], got {denoise}")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+    if denoise == 1.0:
+        return get_sigmas_karras(num_steps, sigma_min, sigma_max, rho)
+    total = max(num_steps, int(num_steps / denoise))
+    return get_sigmas_karras(total, sigma_min, sigma_max, rho)[-(num_steps + 1):]
+
+
+def _unet_inputs(unet: UNet, positive: Conditioning, negative: Conditioning, num_frames: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Stack [negative; positive] (uncond first, like the reference's guider) and repeat over frames."""
+    device, dtype = _module_device_dtype(unet)
+    both = Conditioning.cat([negative, positive]).to(device)
+    vector = embed_vector(both.vector, unet.config.vector_embed_dim)  # (2B, 3*E)
+    crossattn = repeat(both.crossattn, "b n d -> (b t) n d", t=num_frames).to(dtype)
+    concat = repeat(both.concat, "b c h w -> (b t) c h w", t=num_frames).to(dtype)
+    vector = repeat(vector, "b d -> (b t) d", t=num_frames).to(dtype)
+    return crossattn, concat, vector
+
+
+def sample_video(
+    unet: UNet,
+    positive: Conditioning,
+    negative: Conditioning,
+    noise: Tensor,
+    *,
+    num_steps: int,
+    min_cfg: float,
+    max_cfg: float,
+    guidance: str = "linear",
+    sampler: str = "euler",
+    sigma_min: float = 0.002,
+    sigma_max: float = 700.0,
+    rho: float = 7.0,
+    denoise: float = 1.0,
+    latent: Tensor | None = None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+    generator: torch.Generator | None = None,
+    callback: StepCallback | None = None,
+) -> Tensor:
+    """Sample latents (B, T, C, h, w) from standard-normal `noise` of that shape; returns float32.
+
+    The start is x = latent + noise * sqrt(1 + sigma_0^2) for a full denoise: the reference scales the
+    initial noise by sqrt(1 + sigma_max^2), not sigma_max (sgm sampling.py prepare_sampling_loop;
+    diffusers' init_noise_sigma agrees). For denoise < 1 it is latent + noise * sigma_0 (EDM).
+    Cond and uncond run through the UNet as one batch; guidance scales are per frame.
+    `callback(step, total, denoised)` runs after each step with step counting from 1 and denoised
+    (B, T, C, h, w); an exception raised there stops sampling (how ComfyUI's cancel reaches us).
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler {sampler!r} is unknown; expected one of {SAMPLER_NAMES}")
+    if noise.ndim != 5:
+        raise ValueError(f"noise must be (B, T, C, h, w), got shape {tuple(noise.shape)}")
+    b, t = noise.shape[:2]
+    if positive.batch_size != b or negative.batch_size != b:
+        raise ValueError(f"conditioning is for {positive.batch_size} video(s), the noise for {b}")
+    device, dtype = _module_device_dtype(unet)
+    scales = guidance_scales(guidance, t, min_cfg, max_cfg)
+    sigmas = karras_sigmas(num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, denoise=denoise).to(device)
+    crossattn, concat, vector = _unet_inputs(unet, positive, negative, t)
+
+    def network(x_in: Tensor, c_noise: Tensor) -> Tensor:  # F(c_in * x; c_noise), x_in (2*B*T, C, h, w)
+        # The conditioning latent is concatenated AFTER the c_in scaling, unscaled (sgm OpenAIWrapper).
+        return unet(torch.cat([x_in, concat], dim=1), c_noise, crossattn, vector, num_frames=t)  # c_noise stays fp32
+
+    denoiser = GuidedDenoiser(VDenoiser(network, dtype=dtype), scales)
+    start = initial_noise_scale(sigmas[0]) if denoise == 1.0 else sigmas[0]
+    x = rearrange(noise, "b t c h w -> (b t) c h w").to(device, torch.float32) * start
+    if latent is not None:
+        if latent.shape != noise.shape:
+            raise ValueError(f"latent must have the noise's shape {tuple(noise.shape)}, got {tuple(latent.shape)}")
+        x = x + rearrange(latent, "b t c h w -> (b t) c h w").to(device, torch.float32)
+
+    def on_step(i: int, total: int, x_i: Tensor, denoised: Tensor, sigma: Tensor) -> None:
+        if callback is not None:
+            callback(i + 1, total, rearrange(denoised, "(b t) c h w -> b t c h w", t=t))
+
+    kwargs: dict[str, object] = {"callback": on_step}
+    if sampler in ("euler", "heun"):
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        kwargs.update(s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise,
+                      noise_sampler=_device_noise(randn_noise_sampler(gen), device))
+    with torch.inference_mode():
+        out = SAMPLERS[sampler](denoiser, x, sigmas, **kwargs)
+    return rearrange(out, "(b t) c h w -> b t c h w", t=t)
+
+
+def _device_noise(sampler: Callable[[Tensor], Tensor], device: torch.device) -> Callable[[Tensor], Tensor]:
+    """Draw churn noise on the CPU (the same numbers on every device), then move it."""
+    return lambda like: sampler(like.to("cpu")).to(device)
+
+
+def decode_latents(vae: VAE, z: Tensor, *, decode_chunk_size: int | None = None) -> Tensor:
+    """Latents (B, T, C, h, w) -> frames (B, T, 3, H, W) float32 in [0, 1].
+
+    z is divided by the scale factor (0.18215) and decoded by the temporal decoder in chunks of
+    `decode_chunk_size` frames (None: 14, the reference's decoding_t), each chunk seen as one short
+    video by the temporal layers, like the reference's decode_first_stage with
+    en_and_decode_n_samples_a_time. Chunks never straddle two videos (the reference only decodes one).
+    The chunk size never depends on free memory, so the output does not either.
+    """
+    if z.ndim != 5:
+        raise ValueError(f"latents must be (B, T, C, h, w), got shape {tuple(z.shape)}")
+    chunk = DEFAULT_DECODE_CHUNK if not decode_chunk_size else int(decode_chunk_size)
+    if chunk < 1:
+        raise ValueError(f"decode_chunk_size must be positive, got {decode_chunk_size}")
+    device, dtype = _module_device_dtype(vae)
+    videos = []
+    with torch.inference_mode():
+        for video in z:  # (T, C, h, w)
+            frames = []
+            for start in range(0, video.shape[0], chunk):
+                part = video[start:start + chunk].to(device, dtype) / vae.config.scale_factor
+                x = vae.decode(part, num_frames=part.shape[0])  # (n, 3, H, W) in about [-1, 1]
+                frames.append(((x.float() + 1.0) / 2.0).clamp(0.0, 1.0))
+            videos.append(torch.cat(frames))
+    return torch.stack(videos)
+
+
+def validate_image(image: Tensor, name: str = "image") -> None:
+    if not isinstance(image, Tensor) or image.ndim != 4 or image.shape[1] != 3 or not image.is_floating_point():
+        raise ValueError(f"{name} must be a float tensor (B, 3, H, W) in [0, 1], got {getattr(image, 'shape', type(image))}")
+    h, w = image.shape[-2:]
+    if h % 64 or w % 64 or h == 0 or w == 0:
+        raise ValueError(f"{name} is {w}x{h}; width and height must be positive multiples of 64")
+    if not torch.isfinite(image).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    lo, hi = float(image.min()), float(image.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"{name} values must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]")
+
+
+def generate(
+    models: SVDModels,
+    image: Tensor,
+    *,
+    num_frames: int | None = None,
+    num_steps: int | None = None,
+    fps_id: int = 6,
+    motion_bucket_id: int = 127,
+    cond_aug: float = 0.02,
+    min_cfg: float | None = None,
+    max_cfg: float | None = None,
+    guidance: str = "linear",
+    sampler: str = "euler",
+    seed: int = 0,
+    noise: Tensor | None = None,
+    decode_chunk_size: int | None = None,
+    callback: StepCallback | None = None,
+) -> Tensor:
+    """B images (B, 3, H, W) in [0, 1] -> B videos (B, T, 3, H, W) float32 in [0, 1].
+
+    Unset num_frames / num_steps / min_cfg / max_cfg come from the loaded preset (SVD: 14 frames, 25
+    steps, 1.0-2.5; SVD-XT and XT 1.1: 25 frames, 30 steps, 1.5-3.0). One CPU generator seeded with
+    `seed` draws the initial latent noise (B, T, C, H/8, W/8) first, then the augmentation noise
+    (B, 3, H, W), so a seed gives the same video on any device; `noise` replaces the first draw (it is
+    still drawn, so the augmentation noise stays the same).
+    """
+    validate_image(image)
+    s = models.config.sampling
+    num_frames = s.num_frames if num_frames is None else num_frames
+    num_steps = s.num_steps if num_steps is None else num_steps
+    min_cfg = s.min_cfg if min_cfg is None else min_cfg
+    max_cfg = s.max_cfg if max_cfg is None else max_cfg
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+    b, _, h, w = image.shape
+    f = 2 ** (len(models.vae.config.ch_mult) - 1)
+    shape = (b, num_frames, models.vae.config.latent_channels, h // f, w // f)
+    g = torch.Generator("cpu").manual_seed(seed)
+    drawn = torch.randn(shape, generator=g, dtype=torch.float32)
+    aug_noise = torch.randn(tuple(image.shape), generator=g, dtype=torch.float32)
+    if noise is not None:
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+        drawn = noise.to(torch.float32)
+    positive, negative = encode_conditioning(
+        models.image_encoder, models.vae, image,
+        fps_id=fps_id, motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, aug_noise=aug_noise,
+    )
+    z = sample_video(
+        models.unet, positive, negative, drawn,
+        num_steps=num_steps, min_cfg=min_cfg, max_cfg=max_cfg, guidance=guidance, sampler=sampler,
+        sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho, generator=g, callback=callback,
+    )
+    return decode_latents(models.vae, z, decode_chunk_size=decode_chunk_size or s.decode_chunk_size)

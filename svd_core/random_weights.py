@@ -1,0 +1,80 @@
+"""Random-weight models and checkpoints in the official layout, for tests, benchmarks and smoke runs.
+
+Real weights are large and licensed separately; everything that checks this package on a machine
+without them builds random weights with the exact names and shapes of the official files.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .config import SVDConfig
+from .layout import SINGLE_FILE_PREFIXES
+
+
+def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Fill every parameter of `module` with nonzero random values, in place.
+
+    The reference zero-initialises output layers, which would hide wiring errors, so nothing here is
+    ever zero: weights ~ N(0, 1/fan_in), norm scales ~ 1 + 0.1 N(0,1), everything else ~ 0.1 N(0,1).
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(random_tensor(name, tuple(p.shape), g).to(p.dtype))
+    return module
+
+
+def random_tensor(name: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """One nonzero random tensor, scaled by its role (read from its name), in float32."""
+    r = torch.randn(shape, generator=generator, dtype=torch.float32)
+    parts = name.split(".")
+    leaf, parent = parts[-1], (parts[-2] if len(parts) > 1 else "")
+    if len(shape) >= 2:
+        v = r / math.sqrt(max(1, math.prod(shape[1:])))
+    elif leaf == "weight" and ("norm" in parent or parent.startswith("ln")):
+        v = 1.0 + 0.1 * r
+    else:
+        v = 0.1 * r
+    return torch.where(v == 0, torch.full_like(v, 1e-3), v)
+
+
+def random_state_dict(config: SVDConfig, *, seed: int = 0, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    """Random weights for `config` under the official single-file names (see `layout`)."""
+    from .load import build_models  # late import: load imports this module's siblings
+
+    models = build_models(config, device=torch.device("meta"))
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    for part, ours_to_file in SINGLE_FILE_PREFIXES.items():
+        module = getattr(models, part)
+        for name, p in module.state_dict().items():
+            file_name = _to_file_name(name, ours_to_file)
+            out[file_name] = random_tensor(name, tuple(p.shape), g).to(dtype)
+    return out
+
+
+def _to_file_name(name: str, ours_to_file: dict[str, str]) -> str:
+    for ours, theirs in ours_to_file.items():
+        if name.startswith(ours):
+            return theirs + name[len(ours):]
+    raise KeyError(name)
+
+
+def save_random_checkpoint(
+    path: str | os.PathLike[str],
+    config: SVDConfig | None = None,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float16,
+) -> Path:
+    """Write a random-weight single-file checkpoint in the official key layout; returns its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = random_state_dict(config or SVDConfig.tiny(), seed=seed, dtype=dtype)
+    save_file(sd, str(path), metadata={"format": "pt", "svd_core": "random weights"})
+    return path
