@@ -1,0 +1,157 @@
+"""`python -m svd_core generate`: one image in, one video file out (WebP, GIF, or MP4 through PyAV)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import PRESETS
+from .guidance import GUIDANCE_SCHEDULES
+from .image_ops import RESIZE_MODES, fit_image
+from .load import CheckpointError, load_models
+from .pipeline import SAMPLER_NAMES, generate
+
+log = logging.getLogger("svd_core")
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+VIDEO_SUFFIXES = (".webp", ".gif", ".mp4")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m svd_core", description="Stable Video Diffusion image-to-video")
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="turn one image into a video file")
+    g.add_argument("--checkpoint", required=True, type=Path, help="svd_xt_1_1.safetensors (or svd_xt / svd), or a diffusers folder")
+    g.add_argument("--image", required=True, type=Path, help="input image (any format Pillow reads)")
+    g.add_argument("--output", required=True, type=Path, help="out.webp, out.gif or out.mp4 (MP4 needs PyAV)")
+    g.add_argument("--width", type=int, default=None, help="output width, a multiple of 64 (default: the preset's, 1024)")
+    g.add_argument("--height", type=int, default=None, help="output height, a multiple of 64 (default: the preset's, 576)")
+    g.add_argument("--resize", choices=RESIZE_MODES, default="crop", help="how the image is fitted to the size (default crop)")
+    g.add_argument("--frames", type=int, default=None, help="number of frames (default: the preset's, 25 for XT, 14 for SVD)")
+    g.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's, 30 for XT, 25 for SVD)")
+    g.add_argument("--fps", type=int, default=7, help="frames per second of the file; the model sees fps_id = fps - 1 (default 7)")
+    g.add_argument("--fps-id", type=int, default=None, help="override the fps_id conditioning (default fps - 1 = 6, the reference's)")
+    g.add_argument("--motion-bucket-id", type=int, default=127, help="amount of motion (default 127, SVD-XT 1.1's fine-tuning value)")
+    g.add_argument("--cond-aug", type=float, default=0.02, help="noise added to the conditioning frame (default 0.02)")
+    g.add_argument("--min-cfg", type=float, default=None, help="guidance scale on the first frame (default: the preset's)")
+    g.add_argument("--max-cfg", type=float, default=None, help="guidance scale on the last frame (default: the preset's)")
+    g.add_argument("--guidance", choices=GUIDANCE_SCHEDULES, default="linear", help="per-frame guidance schedule")
+    g.add_argument("--sampler", choices=SAMPLER_NAMES, default="euler", help="sampler (the reference uses euler)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (same video on CPU and GPU)")
+    g.add_argument("--decode-chunk-size", type=int, default=None, help="frames decoded at once (default 14, the reference's)")
+    g.add_argument("--preset", choices=sorted(PRESETS), default=None, help="sampling defaults (default: guessed from the file name)")
+    g.add_argument("--dtype", choices=("auto", *DTYPES), default="auto", help="compute dtype (auto: fp16 on GPU, fp32 on CPU)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+class ProgressBar:
+    """A plain text progress bar on stderr."""
+
+    def __init__(self, total: int, enabled: bool = True, width: int = 30) -> None:
+        self.total, self.enabled, self.width, self.start = total, enabled, width, time.monotonic()
+
+    def __call__(self, step: int, total: int, denoised: torch.Tensor) -> None:
+        if not self.enabled:
+            return
+        done = int(self.width * step / max(1, total))
+        elapsed = time.monotonic() - self.start
+        sys.stderr.write(f"\rsampling [{'#' * done}{'.' * (self.width - done)}] {step}/{total} {elapsed:6.1f}s")
+        if step >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """(1, 3, H, W) float in [0, 1]; alpha is composited onto black, grayscale repeated."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        arr = np.asarray(im, dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
+
+
+def write_video(frames: torch.Tensor, path: Path, fps: int) -> None:
+    """frames (T, 3, H, W) in [0, 1] -> an animated WebP / GIF (Pillow) or an H.264 MP4 (PyAV)."""
+    arr = (frames.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)  # (T, H, W, 3)
+    suffix = path.suffix.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix in (".webp", ".gif"):
+        images = [Image.fromarray(a) for a in arr]
+        duration = max(1, round(1000 / fps))
+        extra = {"lossless": False, "quality": 90} if suffix == ".webp" else {"optimize": False}
+        images[0].save(path, save_all=True, append_images=images[1:], duration=duration, loop=0, **extra)
+        return
+    if suffix == ".mp4":
+        try:
+            import av
+        except ImportError as e:
+            raise SystemExit(f"writing '{path}' needs PyAV (pip install av); write .webp or .gif instead") from e
+        with av.open(str(path), mode="w") as container:
+            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+            stream = container.add_stream(codec, rate=fps)
+            stream.width, stream.height = arr.shape[2], arr.shape[1]
+            stream.pix_fmt = "yuv420p"
+            for a in arr:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        return
+    raise SystemExit(f"output '{path}' has suffix '{suffix}'; expected one of {VIDEO_SUFFIXES}")
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    if args.output.suffix.lower() not in VIDEO_SUFFIXES:
+        log.error("output '%s' must end in one of %s", args.output, VIDEO_SUFFIXES)
+        return 2
+    if not args.image.exists():
+        log.error("input image '%s' does not exist", args.image)
+        return 2
+    if not args.checkpoint.exists():
+        log.error(
+            "checkpoint '%s' not found. Download svd_xt_1_1.safetensors (4.78 GB) from Stability AI's Hugging Face "
+            "page, stabilityai/stable-video-diffusion-img2vid-xt-1-1 (accept its license first), and pass its path; "
+            "in ComfyUI it belongs in ComfyUI/models/checkpoints/.", args.checkpoint,
+        )
+        return 2
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    dtype = DTYPES.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
+    try:
+        models = load_models(args.checkpoint, dtype=dtype, device=device, preset=args.preset)
+    except CheckpointError as e:
+        log.error("%s", e)
+        return 2
+    s = models.config.sampling
+    width, height = args.width or s.width, args.height or s.height
+    if width % 64 or height % 64:
+        log.error("--width %d / --height %d must be multiples of 64", width, height)
+        return 2
+    image = fit_image(load_image(args.image), width, height, args.resize)
+    steps = args.steps or s.num_steps
+    log.info("%s: %dx%d, %s frames, %d steps, seed %d", models.config.name, width, height, args.frames or s.num_frames, steps, args.seed)
+    video = generate(
+        models, image, num_frames=args.frames, num_steps=steps,
+        fps_id=args.fps - 1 if args.fps_id is None else args.fps_id,
+        motion_bucket_id=args.motion_bucket_id, cond_aug=args.cond_aug, min_cfg=args.min_cfg, max_cfg=args.max_cfg,
+        guidance=args.guidance, sampler=args.sampler, seed=args.seed, decode_chunk_size=args.decode_chunk_size,
+        callback=ProgressBar(steps, enabled=not args.quiet),
+    )
+    write_video(video[0], args.output, args.fps)
+    log.info("wrote %s (%d frames)", args.output, video.shape[1])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = _parser().parse_args(argv)
+    if args.command == "generate":
+        return run_generate(args)
+    return 2
