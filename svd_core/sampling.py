@@ -1,0 +1,225 @@
+"""Noise schedules and ODE samplers for EDM-style denoisers (k-diffusion conventions).
+
+A denoiser is any callable ``D(x, sigma) -> Tensor`` returning the estimate of the clean sample;
+``sigma`` is passed as a float32 tensor with one value per batch element, shape (N,). Samplers are
+pure functions of ``(denoiser, x, sigmas)`` plus a noise source and a callback: they never see
+conditioning and never modify ``x`` or ``sigmas`` in place. ``sigmas`` runs from high to low and
+ends in 0 (see ``get_sigmas_karras``). Every sampler takes ``x`` already scaled to the first noise
+level (see ``initial_noise_scale``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Protocol, Union
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Denoiser",
+    "NoiseSampler",
+    "SamplerCallback",
+    "SAMPLERS",
+    "get_sigmas_karras",
+    "initial_noise_scale",
+    "randn_noise_sampler",
+    "sample_dpmpp_2m",
+    "sample_euler",
+    "sample_heun",
+]
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+"""D(x, sigma) -> denoised estimate of x at noise level sigma (shape (N,))."""
+
+NoiseSampler = Callable[[Tensor], Tensor]
+"""noise(x) -> a standard-normal tensor shaped like x (used for churn)."""
+
+
+class SamplerCallback(Protocol):
+    """Called once per step right after the step's first denoiser evaluation.
+
+    ``step`` counts from 0 to ``total - 1``; ``x`` and ``sigma`` are exactly what the denoiser was
+    given (after any churn: x at sigma_hat; sigma is a 0-dim tensor) and ``denoised`` is what it
+    returned. Same triple as k-diffusion's callback dict ('x', 'sigma_hat', 'denoised').
+    """
+
+    def __call__(self, step: int, total: int, x: Tensor, denoised: Tensor, sigma: Tensor) -> None: ...
+
+
+def get_sigmas_karras(
+    n: int,
+    sigma_min: float = 0.002,
+    sigma_max: float = 700.0,
+    rho: float = 7.0,
+    device: Optional[Union[torch.device, str]] = None,
+) -> Tensor:
+    """Karras et al. 2022 eq. 5 schedule: n sigmas from sigma_max to sigma_min, then 0 (float32, (n+1,)).
+
+    sigma_i = (sigma_max^(1/rho) + i/(n-1) * (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho.
+    Defaults: sigma_max 700 from scripts/sampling/configs/svd_xt_1_1.yaml (EDMDiscretization
+    params); sigma_min 0.002 and rho 7 are sgm discretizer.py EDMDiscretization's defaults
+    (also the EDM paper's). For n == 1 the ramp is [0], i.e. the single level sigma_max.
+    """
+    if n < 1:
+        raise ValueError(f"number of sampling steps must be >= 1, got {n}")
+    if not 0.0 < sigma_min <= sigma_max:
+        raise ValueError(f"need 0 < sigma_min <= sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    ramp = torch.linspace(0.0, 1.0, n, dtype=torch.float32, device=device)  # (n,)
+    lo = sigma_min ** (1.0 / rho)
+    hi = sigma_max ** (1.0 / rho)
+    sigmas = (hi + ramp * (lo - hi)) ** rho  # (n,)
+    return torch.cat([sigmas, sigmas.new_zeros(1)])  # (n+1,)
+
+
+def initial_noise_scale(sigma0: Tensor) -> Tensor:
+    """Scale for unit Gaussian noise at the first level: sqrt(1 + sigma0^2), not sigma0.
+
+    The reference scales the starting noise this way (sgm sampling.py
+    BaseDiffusionSampler.prepare_sampling_loop: x *= sqrt(1 + sigmas[0]^2)); diffusers'
+    EulerDiscreteScheduler.init_noise_sigma with timestep_spacing "leading" does the same.
+    For sigma_max = 700 the difference from sigma0 is ~1e-6 relative.
+    """
+    s = torch.as_tensor(sigma0).to(torch.float32)
+    return torch.sqrt(1.0 + s * s)
+
+
+def randn_noise_sampler(generator: Optional[torch.Generator] = None) -> NoiseSampler:
+    """Standard-normal noise like x drawn from ``generator`` (on the generator's device)."""
+
+    def noise(x: Tensor) -> Tensor:
+        device = generator.device if generator is not None else x.device
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device).to(x.device)
+
+    return noise
+
+
+def _per_sample(sigma: Tensor, x: Tensor) -> Tensor:
+    """A 0-dim sigma as a float32 (N,) tensor, one value per batch element of x."""
+    return sigma.to(device=x.device, dtype=torch.float32).expand(x.shape[0])
+
+
+def _churn_gamma(sigma: float, n_steps: int, s_churn: float, s_tmin: float, s_tmax: float) -> float:
+    """EDM Algorithm 2 line 4: gamma_i = min(S_churn/N, sqrt(2)-1) when S_tmin <= sigma_i <= S_tmax."""
+    if s_tmin <= sigma <= s_tmax:
+        return min(s_churn / n_steps, math.sqrt(2.0) - 1.0)
+    return 0.0
+
+
+def _edm_steps(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    second_order: bool,
+    s_churn: float,
+    s_tmin: float,
+    s_tmax: float,
+    s_noise: float,
+    noise_sampler: Optional[NoiseSampler],
+    callback: Optional[SamplerCallback],
+) -> Tensor:
+    """EDM Algorithm 2 with optional Heun correction; shared body of sample_euler and sample_heun."""
+    if s_churn > 0 and noise_sampler is None:
+        raise ValueError(f"s_churn={s_churn} > 0 adds fresh noise: pass a noise_sampler (e.g. randn_noise_sampler(gen))")
+    n_steps = len(sigmas) - 1
+    for i in range(n_steps):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        gamma = _churn_gamma(float(sigma), n_steps, s_churn, s_tmin, s_tmax)
+        sigma_hat = sigma * (gamma + 1.0)
+        if gamma > 0:
+            assert noise_sampler is not None
+            eps = noise_sampler(x) * s_noise
+            x = x + eps * (sigma_hat**2 - sigma**2).sqrt()  # Alg. 2 line 6: raise the noise to sigma_hat
+        denoised = denoiser(x, _per_sample(sigma_hat, x))
+        if callback is not None:
+            callback(i, n_steps, x, denoised, sigma_hat)
+        d = (x - denoised) / sigma_hat  # Alg. 2 line 7: dx/dsigma of the probability-flow ODE
+        dt = sigma_next - sigma_hat
+        x_next = x + d * dt  # Alg. 2 line 8: Euler step
+        if second_order and float(sigma_next) > 0:  # Alg. 2 lines 9-11: no correction on the step to 0
+            d_next = (x_next - denoiser(x_next, _per_sample(sigma_next, x))) / sigma_next
+            d_prime = (d + d_next) / 2.0  # trapezoid rule on the two slopes
+            x_next = x + d_prime * dt
+        x = x_next
+    return x
+
+
+def sample_euler(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+    noise_sampler: Optional[NoiseSampler] = None,
+    callback: Optional[SamplerCallback] = None,
+) -> Tensor:
+    """Euler with optional churn: Algorithm 2 of Karras et al. 2022 without the 2nd-order step (sgm EulerEDMSampler)."""
+    return _edm_steps(
+        denoiser, x, sigmas, second_order=False, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
+        s_noise=s_noise, noise_sampler=noise_sampler, callback=callback,
+    )
+
+
+def sample_heun(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+    noise_sampler: Optional[NoiseSampler] = None,
+    callback: Optional[SamplerCallback] = None,
+) -> Tensor:
+    """Heun: Algorithm 2 of Karras et al. 2022 (2nd-order correction except on the last step to 0; sgm HeunEDMSampler)."""
+    return _edm_steps(
+        denoiser, x, sigmas, second_order=True, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
+        s_noise=s_noise, noise_sampler=noise_sampler, callback=callback,
+    )
+
+
+def sample_dpmpp_2m(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    callback: Optional[SamplerCallback] = None,
+) -> Tensor:
+    """DPM-Solver++(2M): Lu et al. 2022 ("DPM-Solver++", Algorithm 2) in k-diffusion's t = -ln(sigma) form (sgm DPMPP2MSampler).
+
+    With h = t_next - t = ln(sigma / sigma_next) the data-prediction exponential integrator reads
+    x_next = (sigma_next/sigma) * x + (1 - sigma_next/sigma) * D', where D' = D on the first and the
+    last (to sigma = 0) step and otherwise D' = (1 + 1/(2r)) D_i - 1/(2r) D_{i-1}, r = h_prev / h.
+    """
+    n_steps = len(sigmas) - 1
+    denoised_prev: Optional[Tensor] = None
+    h_prev = 0.0
+    for i in range(n_steps):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = denoiser(x, _per_sample(sigma, x))
+        if callback is not None:
+            callback(i, n_steps, x, denoised, sigma)
+        if float(sigma_next) == 0.0:
+            x = denoised  # t_next = inf: the exponential integrator lands on the data estimate
+            continue
+        ratio = sigma_next / sigma  # = exp(-h)
+        h = math.log(float(sigma) / float(sigma_next))
+        if denoised_prev is None:
+            d_prime = denoised  # first step: DPM-Solver++(1), i.e. DDIM
+        else:
+            r = h_prev / h
+            d_prime = (1.0 + 1.0 / (2.0 * r)) * denoised - (1.0 / (2.0 * r)) * denoised_prev
+        x = ratio * x + (1.0 - ratio) * d_prime
+        denoised_prev, h_prev = denoised, h
+    return x
+
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "euler": sample_euler,
+    "heun": sample_heun,
+    "dpmpp_2m": sample_dpmpp_2m,
+}
