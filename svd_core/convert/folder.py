@@ -1,0 +1,92 @@
+"""Write loaded models as a diffusers folder (the layout `load_models` also reads).
+
+Used to hand the same weights to an independent implementation (tests, benchmarks) and to export.
+The scheduler and feature-extractor files describe the reference's sampling setup in diffusers'
+terms, so `StableVideoDiffusionPipeline.from_pretrained(folder)` reproduces it: EDM Karras sigmas
+from 0.002 to 700 (svd_xt_1_1.yaml / sgm EDMDiscretization), v-prediction, continuous timesteps
+c_noise = ln(sigma)/4, init sigma sqrt(1 + sigma_max^2) ("leading" spacing), CLIP mean / std.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import save_file
+
+from . import image_encoder as convert_image_encoder
+from . import unet as convert_unet
+from . import vae as convert_vae
+
+if TYPE_CHECKING:
+    from ..load import SVDModels
+
+SCHEDULER_CONFIG: dict[str, Any] = {
+    "_class_name": "EulerDiscreteScheduler",
+    "num_train_timesteps": 1000,  # only shapes the unused discrete table; sigmas below are EDM's
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "v_prediction",
+    "interpolation_type": "linear",
+    "use_karras_sigmas": True,
+    "sigma_min": 0.002,
+    "sigma_max": 700.0,
+    "timestep_spacing": "leading",
+    "timestep_type": "continuous",
+    "steps_offset": 1,
+}
+
+FEATURE_EXTRACTOR_CONFIG: dict[str, Any] = {
+    "crop_size": {"height": 224, "width": 224},
+    "do_center_crop": True,
+    "do_convert_rgb": True,
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "feature_extractor_type": "CLIPFeatureExtractor",
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],  # OpenAI CLIP normalisation
+    "image_processor_type": "CLIPImageProcessor",
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "resample": 3,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"shortest_edge": 224},
+}
+
+MODEL_INDEX: dict[str, Any] = {
+    "_class_name": "StableVideoDiffusionPipeline",
+    "feature_extractor": ["transformers", "CLIPImageProcessor"],
+    "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+    "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+    "unet": ["diffusers", "UNetSpatioTemporalConditionModel"],
+    "vae": ["diffusers", "AutoencoderKLTemporalDecoder"],
+}
+
+
+def _write(folder: Path, config: dict[str, Any], weights: dict[str, torch.Tensor], config_name: str, weights_name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / config_name).write_text(json.dumps(config, indent=1))
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(folder / weights_name))
+
+
+def save_diffusers_folder(models: "SVDModels", folder: str | os.PathLike[str], *, pipeline_files: bool = True) -> Path:
+    """Write unet/, vae/, image_encoder/ (and, with `pipeline_files`, scheduler/, feature_extractor/ and
+    model_index.json) so that diffusers' StableVideoDiffusionPipeline loads the same weights."""
+    root = Path(folder)
+    unet_cfg = {"_class_name": "UNetSpatioTemporalConditionModel", **convert_unet.diffusers_config(models.unet.config)}
+    _write(root / "unet", unet_cfg, convert_unet.to_diffusers(models.unet.state_dict()),
+           "config.json", "diffusion_pytorch_model.safetensors")
+    vae_cfg = {"_class_name": "AutoencoderKLTemporalDecoder", **convert_vae.diffusers_config(models.vae.config)}
+    _write(root / "vae", vae_cfg, convert_vae.to_diffusers(models.vae.state_dict()),
+           "config.json", "diffusion_pytorch_model.safetensors")
+    _write(root / "image_encoder", convert_image_encoder.transformers_config(models.image_encoder.config),
+           convert_image_encoder.to_transformers(models.image_encoder.state_dict()), "config.json", "model.safetensors")
+    if pipeline_files:
+        (root / "scheduler").mkdir(parents=True, exist_ok=True)
+        (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=1))
+        (root / "feature_extractor").mkdir(parents=True, exist_ok=True)
+        (root / "feature_extractor" / "preprocessor_config.json").write_text(json.dumps(FEATURE_EXTRACTOR_CONFIG, indent=1))
+        (root / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=1))
+    return root

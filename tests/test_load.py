@@ -1,0 +1,202 @@
+"""Loading: the single-file layout (names, shapes, dtypes), and one clear error for every bad file."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from svd_core import CheckpointError, SVDConfig, build_models, load_models, save_random_checkpoint
+from svd_core.layout import IGNORED_PREFIXES, SINGLE_FILE_PREFIXES, part_of
+from svd_core.random_weights import random_tensor
+
+KEYS_JSON = Path(__file__).resolve().parents[2] / "shared" / "svd_xt_1_1.keys.json"
+log = logging.getLogger(__name__)
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory) -> Path:
+    return save_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_svd.safetensors", SVDConfig.tiny(), seed=3)
+
+
+def _official() -> dict:
+    if not KEYS_JSON.exists():
+        pytest.skip(f"{KEYS_JSON} not found (it lies in the shared folder beside the repository)")
+    return json.loads(KEYS_JSON.read_text())
+
+
+def test_full_size_meta_model_has_the_official_names_and_shapes(capsys):
+    official = _official()
+    tensors = {k: tuple(v) for k, v in official["tensors"].items()}
+    assert len(tensors) == 2446
+    models = build_models(SVDConfig.svd_xt_1_1(), device="meta")
+    ours: dict[str, tuple[int, ...]] = {}
+    for part, table in SINGLE_FILE_PREFIXES.items():
+        for name, p in getattr(models, part).state_dict().items():
+            prefix = next(o for o in table if name.startswith(o))
+            ours[table[prefix] + name[len(prefix):]] = tuple(p.shape)
+    assert {k: tensors.get(k) for k in ours} == ours, "every tensor of ours is in the official file with its shape"
+    unread = sorted(k for k in tensors if k not in ours)
+    assert all(k.startswith(IGNORED_PREFIXES) for k in unread), [k for k in unread if not k.startswith(IGNORED_PREFIXES)][:5]
+    assert all(part_of(k) is None for k in unread)
+    n_params = sum(math.prod(s) for s in ours.values())
+    with capsys.disabled():
+        print(f"\nfull-size SVD-XT 1.1: {n_params:,} parameters in {len(ours)} tensors used "
+              f"({len(unread)} official tensors unused: text tower, embedders.3 2-D decoder, first_stage_model.encoder)")
+    for part in ("unet", "image_encoder", "vae"):
+        count = sum(p.numel() for p in getattr(models, part).parameters())
+        log.info("%s: %d parameters", part, count)
+    assert n_params == sum(math.prod(tensors[k]) for k in ours)
+
+
+def test_config_from_official_shapes_is_the_preset():
+    official = _official()
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {"unet": {}, "image_encoder": {}, "vae": {}}
+    for k, v in official["tensors"].items():
+        hit = part_of(k)
+        if hit:
+            shapes[hit[0]][hit[1]] = tuple(v)
+    from svd_core import ImageEncoderConfig, UNetConfig, VAEConfig
+    assert UNetConfig.from_shapes(shapes["unet"]) == SVDConfig.svd_xt_1_1().unet
+    assert VAEConfig.from_shapes(shapes["vae"]) == SVDConfig.svd_xt_1_1().vae
+    assert ImageEncoderConfig.from_shapes(shapes["image_encoder"]) == SVDConfig.svd_xt_1_1().image_encoder
+
+
+@pytest.mark.parametrize("file_dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_single_file_loads_in_any_dtype(tmp_path, file_dtype, dtype):
+    path = save_random_checkpoint(tmp_path / "svd_xt_1_1_tiny.safetensors", SVDConfig.tiny(), seed=1, dtype=file_dtype)
+    models = load_models(path, dtype=dtype)
+    assert models.config.unet == SVDConfig.tiny().unet
+    assert models.config.name == "svd_xt_1_1"
+    sd = load_file(str(path))
+    for part, table in SINGLE_FILE_PREFIXES.items():
+        module = getattr(models, part)
+        assert all(p.dtype == dtype and p.device.type == "cpu" for p in module.parameters())
+        assert not any(p.requires_grad for p in module.parameters())
+        for name, p in module.state_dict().items():
+            prefix = next(o for o in table if name.startswith(o))
+            assert torch.equal(p, sd[table[prefix] + name[len(prefix):]].to(dtype)), name
+
+
+def test_preset_guessed_from_file_name(tmp_path):
+    for name, preset, frames in [("svd.safetensors", "svd", 14), ("svd_xt.safetensors", "svd_xt", 25),
+                                 ("svd_xt_1_1.safetensors", "svd_xt_1_1", 25)]:
+        path = save_random_checkpoint(tmp_path / name, SVDConfig.tiny())
+        m = load_models(path, dtype=torch.float32)
+        assert (m.config.name, m.config.sampling.num_frames) == (preset, frames)
+
+
+def _expect(path: Path, *patterns: str) -> str:
+    with pytest.raises(CheckpointError) as e:
+        load_models(path)
+    msg = str(e.value)
+    assert str(path) in msg
+    for p in patterns:
+        assert re.search(p, msg), f"{p!r} not in {msg!r}"
+    return msg
+
+
+def test_pickle_file_is_refused(tmp_path):
+    path = tmp_path / "svd_xt_1_1.ckpt"
+    torch.save({"state_dict": {"model.diffusion_model.x": torch.zeros(1)}}, path)
+    _expect(path, "pickle", "safetensors")
+
+
+def test_truncated_file_is_refused(tiny_file, tmp_path):
+    data = tiny_file.read_bytes()
+    path = tmp_path / "truncated.safetensors"
+    path.write_bytes(data[: len(data) // 2])
+    _expect(path, "truncated")
+
+
+@pytest.mark.parametrize("payload", [b"", b"abc", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all", b"\xff" * 64])
+def test_malformed_file_is_refused(tmp_path, payload):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(payload)
+    _expect(path, "safetensors|malformed|header")
+
+
+def _sd_like_unet(prefix_extra: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """A few tensors named like an SD 1.5 / SDXL checkpoint (no temporal layers)."""
+    sd = {
+        "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
+        "model.diffusion_model.input_blocks.1.0.in_layers.2.weight": torch.zeros(320, 320, 3, 3),
+        "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(320, 768),
+        "first_stage_model.decoder.conv_in.weight": torch.zeros(512, 4, 3, 3),
+        "cond_stage_model.transformer.text_model.embeddings.position_ids": torch.zeros(1, 77),
+    }
+    sd.update(prefix_extra or {})
+    return sd
+
+
+def test_sd15_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "v1-5-pruned-emaonly.safetensors"
+    save_file(_sd_like_unet(), str(path))
+    _expect(path, "not an SVD model", "temporal")
+
+
+def test_sdxl_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "sd_xl_base_1.0.safetensors"
+    save_file(_sd_like_unet({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(1280),
+                             "model.diffusion_model.label_emb.0.0.weight": torch.zeros(1280, 2816)}), str(path))
+    _expect(path, "not an SVD model")
+
+
+def test_other_family_is_refused(tmp_path):
+    path = tmp_path / "flux.safetensors"
+    save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(9, 3)}, str(path))
+    _expect(path, "not an SVD model", "model.diffusion_model.")
+
+
+def test_missing_tensor_is_named(tiny_file, tmp_path):
+    sd = load_file(str(tiny_file))
+    victim = "model.diffusion_model.input_blocks.1.0.time_stack.in_layers.2.weight"
+    assert victim in sd
+    shape = list(sd.pop(victim).shape)
+    path = tmp_path / "missing.safetensors"
+    save_file(sd, str(path))
+    _expect(path, "missing", re.escape(f"'{victim.removeprefix('model.diffusion_model.')}' expected {shape}"))
+
+
+def test_misshaped_tensor_is_named_with_both_shapes(tiny_file, tmp_path):
+    sd = load_file(str(tiny_file))
+    victim = "first_stage_model.decoder.conv_out.time_mix_conv.weight"
+    shape = list(sd[victim].shape)
+    sd[victim] = torch.zeros(shape[0], shape[1], 5, 1, 1, dtype=sd[victim].dtype)
+    path = tmp_path / "misshaped.safetensors"
+    save_file(sd, str(path))
+    _expect(path, "wrong shape|kernel|time_mix_conv", re.escape(str(shape[0])))
+
+
+def test_missing_part_is_named(tiny_file, tmp_path):
+    sd = {k: v for k, v in load_file(str(tiny_file)).items() if not k.startswith("conditioner.embedders.0.")}
+    path = tmp_path / "no_clip.safetensors"
+    save_file(sd, str(path))
+    _expect(path, "conditioner.embedders.0.open_clip.model.visual.")
+
+
+def test_missing_file_says_where_to_get_it(tmp_path):
+    _expect(tmp_path / "svd_xt_1_1.safetensors", "does not exist", "stabilityai/stable-video-diffusion-img2vid-xt-1-1",
+            "models/checkpoints")
+
+
+@pytest.mark.slow
+def test_full_size_random_single_file_loads(tmp_path):
+    """A random-weight file with all 2,446 official tensors (4.78 GB in fp16) loads as fp16."""
+    official = _official()
+    g = torch.Generator().manual_seed(0)
+    sd = {k: random_tensor(k, tuple(s), g).to(torch.float16) for k, s in official["tensors"].items()}
+    path = tmp_path / "svd_xt_1_1.safetensors"
+    save_file(sd, str(path))
+    del sd
+    models = load_models(path, dtype=torch.float16)
+    assert models.config.unet == SVDConfig.svd_xt_1_1().unet
+    assert models.config.image_encoder == SVDConfig.svd_xt_1_1().image_encoder
+    total = sum(p.numel() for part in ("unet", "image_encoder", "vae") for p in getattr(models, part).parameters())
+    assert total > 2_000_000_000
