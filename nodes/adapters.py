@@ -1,0 +1,228 @@
+"""Host-free parts of the ComfyUI nodes: input checks, layout conversions, latent folding, noise.
+
+Nothing here imports ComfyUI, so the unit tests can exercise every conversion without a host.
+This file uses absolute imports only (torch, einops, svd_core) so that it can also be loaded by
+file path (the tests do, because ComfyUI owns the top-level module name `nodes`).
+
+Layouts:
+- ComfyUI IMAGE: `(N, H, W, C)` float in [0, 1], C = 3 (C = 1 grayscale, 2 grayscale+alpha,
+  4 RGBA are accepted here).
+- svd_core images `(B, 3, H, W)` in [0, 1]; latents and frames `(B, T, ...)`.
+- The pack's LATENT: ComfyUI's standard dict, `samples` `(B*T, 4, h, w)` with frames folded as
+  "(b t)", in ComfyUI's convention for SD-family latents (the VAE's own latent space, i.e. NOT
+  multiplied by the model's scale_factor; ComfyUI's SD15/SVD latent format applies 0.18215 on the
+  way into the model). The frame count travels under FRAMES_KEY.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor
+
+from svd_core.image_ops import RESIZE_MODES, fit_image
+
+__all__ = [
+    "DTYPE_CHOICES", "FRAMES_KEY", "LATENT_CHANNELS", "LATENT_DOWNSCALE", "REFERENCE_DECODE_CHUNK",
+    "RESIZE_MODES", "SIZE_MULTIPLE", "ModelHandle", "check_size", "conditioning_errors",
+    "empty_latent", "fit_image", "fps_to_fps_id", "frames_to_image", "image_to_bchw",
+    "latent_to_video", "make_noise", "match_batches", "parse_dtype", "preview_grid",
+    "repeat_videos", "sampler_errors", "video_to_latent",
+]
+
+# The VAE's latent: 4 channels, 8x smaller than the image
+# (svd_xt_1_1.yaml first_stage_config: z_channels 4, ch_mult [1, 2, 4, 4] = three halvings).
+LATENT_CHANNELS = 4
+LATENT_DOWNSCALE = 8
+# Image sides must be multiples of 64 (scripts/sampling/simple_video_sample.py rounds sizes down to
+# multiples of 64; the UNet halves the 1/8 latent three times).
+SIZE_MULTIPLE = 64
+# Frames decoded per VAE call in the reference: simple_video_sample.py `decoding_t = 14`.
+REFERENCE_DECODE_CHUNK = 14
+# Extra key of the LATENT dict holding the number of frames per video.
+FRAMES_KEY = "svd_frames"
+
+DTYPE_CHOICES: tuple[str, ...] = ("auto", "fp16", "bf16", "fp32")
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """What flows along an SVD_MODEL / SVD_CLIP_VISION / SVD_VAE wire: the host's model patcher
+    around one svd_core module, and the SVDConfig it was built from."""
+
+    patcher: Any
+    config: Any
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The svd_core module (the patcher holds it inside a thin holder module)."""
+        return self.patcher.model.part
+
+
+# --- input checks: each message names the input, the value and what was expected -----------------
+
+def check_size(name: str, value: int) -> str | None:
+    """Error text when an image side is not a positive multiple of 64, else None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{name} must be an integer multiple of {SIZE_MULTIPLE}, got {value!r}"
+    if value < SIZE_MULTIPLE or value % SIZE_MULTIPLE != 0:
+        return f"{name} must be a positive multiple of {SIZE_MULTIPLE}, got {value}"
+    return None
+
+
+def _check_number(name: str, value: float, lo: float, hi: float) -> str | None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return f"{name} must be a finite number, got {value!r}"
+    if not lo <= value <= hi:
+        return f"{name} must be between {lo} and {hi}, got {value}"
+    return None
+
+
+def conditioning_errors(width: int, height: int, fps: int, motion_bucket_id: int, cond_aug: float) -> list[str]:
+    """All problems with the conditioning node's numeric inputs (empty when they are fine)."""
+    errors = [check_size("width", width), check_size("height", height),
+              _check_number("fps", fps, 1, 1000), _check_number("motion_bucket_id", motion_bucket_id, 0, 1023),
+              _check_number("cond_aug", cond_aug, 0.0, 10.0)]
+    return [e for e in errors if e is not None]
+
+
+def sampler_errors(steps: int, min_cfg: float, max_cfg: float, sigma_min: float, sigma_max: float,
+                   rho: float, denoise: float) -> list[str]:
+    """All problems with the sampler node's numeric inputs (empty when they are fine)."""
+    errors = [_check_number("steps", steps, 1, 10000), _check_number("min_cfg", min_cfg, 0.0, 100.0),
+              _check_number("max_cfg", max_cfg, 0.0, 100.0), _check_number("sigma_min", sigma_min, 1e-6, 1e4),
+              _check_number("sigma_max", sigma_max, 1e-6, 1e4), _check_number("rho", rho, 0.1, 100.0),
+              _check_number("denoise", denoise, 0.0, 1.0)]
+    found = [e for e in errors if e is not None]
+    if not found and sigma_min >= sigma_max:
+        found.append(f"sigma_min must be smaller than sigma_max, got sigma_min {sigma_min} >= sigma_max {sigma_max}")
+    if not found and denoise <= 0.0:
+        found.append(f"denoise must be above 0, got {denoise}")
+    return found
+
+
+def fps_to_fps_id(fps: int) -> int:
+    """The model's fps conditioning is fps_id = fps - 1: the reference's simple_video_sample.py
+    conditions on fps_id (default 6) and writes its video at fps_id + 1 frames per second."""
+    if fps < 1:
+        raise ValueError(f"fps must be at least 1, got {fps}")
+    return int(fps) - 1
+
+
+def parse_dtype(name: str) -> torch.dtype | None:
+    """'fp16' / 'bf16' / 'fp32' -> torch dtype; 'auto' -> None (the host decides)."""
+    if name == "auto":
+        return None
+    if name not in _DTYPES:
+        raise ValueError(f"weight_dtype must be one of {DTYPE_CHOICES}, got {name!r}")
+    return _DTYPES[name]
+
+
+# --- layout conversions ----------------------------------------------------------------------------
+
+def image_to_bchw(image: Tensor) -> Tensor:
+    """ComfyUI IMAGE `(N, H, W, C)` -> `(N, 3, H, W)` float32 in [0, 1].
+
+    Alpha is dropped, not composited: the reference opens an RGBA file and calls PIL's
+    `convert("RGB")`, which discards alpha (simple_video_sample.py). Grayscale is repeated to RGB.
+    """
+    if not isinstance(image, Tensor) or image.ndim != 4:
+        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        raise ValueError(f"image must be an IMAGE batch (N, H, W, C), got {shape}")
+    channels = image.shape[-1]
+    if channels not in (1, 2, 3, 4):
+        raise ValueError(f"image must have 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels, got {channels}")
+    if image.shape[0] == 0:
+        raise ValueError("image is an empty batch")
+    x = rearrange(image.float(), "n h w c -> n c h w")
+    if channels in (1, 2):
+        x = repeat(x[:, :1], "n 1 h w -> n c h w", c=3)
+    else:
+        x = x[:, :3]
+    return x.clamp(0.0, 1.0).contiguous()
+
+
+def frames_to_image(frames: Tensor) -> Tensor:
+    """svd_core frames `(B, T, 3, H, W)` -> ComfyUI IMAGE `(B*T, H, W, 3)`, videos one after another."""
+    if frames.ndim != 5:
+        raise ValueError(f"frames must be (B, T, C, H, W), got {tuple(frames.shape)}")
+    return rearrange(frames, "b t c h w -> (b t) h w c").contiguous()
+
+
+def empty_latent(width: int, height: int, frames: int, batch_size: int) -> dict[str, Any]:
+    """A zero LATENT for `batch_size` videos of `frames` frames: samples `(B*T, 4, H/8, W/8)`."""
+    for name, value in (("width", width), ("height", height)):
+        err = check_size(name, value)
+        if err:
+            raise ValueError(err)
+    if frames < 1:
+        raise ValueError(f"frames must be at least 1, got {frames}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    samples = torch.zeros(batch_size * frames, LATENT_CHANNELS, height // LATENT_DOWNSCALE, width // LATENT_DOWNSCALE)
+    return {"samples": samples, FRAMES_KEY: frames}
+
+
+def latent_to_video(latent: dict[str, Any], name: str = "latent") -> Tensor:
+    """LATENT dict -> `(B, T, C, h, w)`, unfolding "(b t)" with the stored frame count."""
+    if not isinstance(latent, dict) or "samples" not in latent:
+        raise ValueError(f"{name} must be a LATENT dict with 'samples'")
+    samples = latent["samples"]
+    if samples.ndim != 4:
+        raise ValueError(f"{name} samples must be (B*T, C, h, w), got {tuple(samples.shape)}")
+    if FRAMES_KEY not in latent:
+        raise ValueError(f"{name} carries no frame count: make it with StableVideoEmptyLatent "
+                         f"(or a node that keeps its '{FRAMES_KEY}' entry)")
+    t = int(latent[FRAMES_KEY])
+    if t < 1 or samples.shape[0] % t != 0:
+        raise ValueError(f"{name} holds {samples.shape[0]} frames in total, not a whole number of {t}-frame videos")
+    return rearrange(samples, "(b t) c h w -> b t c h w", t=t)
+
+
+def video_to_latent(z: Tensor, like: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`(B, T, C, h, w)` -> LATENT dict, keeping the other entries of `like` (a new dict)."""
+    out = {k: v for k, v in (like or {}).items() if k not in ("samples", "noise_mask", "batch_index")}
+    out["samples"] = rearrange(z, "b t c h w -> (b t) c h w").contiguous()
+    out[FRAMES_KEY] = z.shape[1]
+    return out
+
+
+def match_batches(num_images: int, num_latent_videos: int) -> int:
+    """How many videos to make from B conditioning images and a latent of L videos:
+    B == L, or either one is 1 (it is repeated)."""
+    if num_images == num_latent_videos or num_latent_videos == 1 or num_images == 1:
+        return max(num_images, num_latent_videos)
+    raise ValueError(f"positive holds {num_images} images but latent holds {num_latent_videos} videos: "
+                     f"use the same batch size, or 1 on either side")
+
+
+def repeat_videos(x: Tensor, n: int) -> Tensor:
+    """Repeat a one-video batch `(1, ...)` to `(n, ...)`; return `x` when it already has n."""
+    if x.shape[0] == n:
+        return x
+    if x.shape[0] != 1:
+        raise ValueError(f"cannot repeat a batch of {x.shape[0]} to {n}")
+    return repeat(x, "1 ... -> n ...", n=n)
+
+
+def make_noise(shape: tuple[int, ...], seed: int) -> Tensor:
+    """Standard normal noise from a private CPU generator (same values on every device)."""
+    g = torch.Generator(device="cpu").manual_seed(int(seed) % (2**64))
+    return torch.randn(shape, generator=g, dtype=torch.float32)
+
+
+def preview_grid(x0: Tensor) -> Tensor:
+    """Every frame of every video `(B, T, C, h, w)` tiled into one near-square latent `(1, C, R*h, K*w)`,
+    row by row, so a latent-to-RGB previewer shows all frames at once."""
+    frames = rearrange(x0, "b t c h w -> (b t) c h w")
+    n = frames.shape[0]
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    if rows * cols > n:
+        pad = frames.new_zeros((rows * cols - n, *frames.shape[1:]))
+        frames = torch.cat([frames, pad])
+    return rearrange(frames, "(r k) c h w -> 1 c (r h) (k w)", r=rows, k=cols)

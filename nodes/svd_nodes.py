@@ -1,0 +1,374 @@
+"""The pack's five ComfyUI nodes (V3 schema): thin adapters over svd_core.
+
+Each node validates its inputs, converts ComfyUI layouts (nodes/adapters.py), asks the host's model
+management to load the models it needs, calls one svd_core function and returns. Devices and dtypes
+come from `comfy.model_management`; results are moved to its intermediate device.
+Node ids and type names are part of every saved workflow: never change them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import fields, replace
+from typing import Any
+
+import torch
+
+import comfy.latent_formats
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.utils
+import folder_paths
+import latent_preview
+from comfy_api.latest import io
+
+import svd_core
+
+from .adapters import (
+    DTYPE_CHOICES, FRAMES_KEY, REFERENCE_DECODE_CHUNK, RESIZE_MODES, ModelHandle, conditioning_errors,
+    empty_latent, fit_image, fps_to_fps_id, frames_to_image, image_to_bchw, latent_to_video, make_noise,
+    match_batches, parse_dtype, preview_grid, repeat_videos, sampler_errors, video_to_latent,
+)
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "video/stable_video_diffusion"
+SVDModel = io.Custom("SVD_MODEL")
+SVDClipVision = io.Custom("SVD_CLIP_VISION")
+SVDVae = io.Custom("SVD_VAE")
+SVDConditioning = io.Custom("SVD_CONDITIONING")
+
+# Defaults of the reference (scripts/sampling/simple_video_sample.py and svd_xt_1_1.yaml), also in
+# svd_core.SamplingConfig: 1024x576, 25 frames, 30 steps, cfg 1.5 -> 3.0 (LinearPredictionGuider),
+# fps_id 6, motion bucket 127, cond_aug 0.02, EDM sigmas 0.002 / 700 / rho 7.
+_REF = svd_core.SamplingConfig()
+GUIDANCE_SCHEDULES = tuple(svd_core.GUIDANCE_SCHEDULES)
+SAMPLER_NAMES = tuple(svd_core.SAMPLER_NAMES)
+MAX_SIDE = 8192
+
+
+class _Held(torch.nn.Module):
+    """Holder handed to ComfyUI's ModelPatcher: it keeps its own bookkeeping attributes (device,
+    loaded memory...) on this module instead of on the svd_core module."""
+
+    def __init__(self, part: torch.nn.Module) -> None:
+        super().__init__()
+        self.part = part
+
+    def get_dtype(self) -> torch.dtype:
+        return next(self.part.parameters()).dtype
+
+
+def _patcher(part: torch.nn.Module, load_device: torch.device, offload_device: torch.device) -> Any:
+    return comfy.model_patcher.ModelPatcher(_Held(part), load_device=load_device, offload_device=offload_device)
+
+
+def _checkpoint_names() -> list[str]:
+    """Files of the `checkpoints` folders, plus diffusers folders (with a unet/ subfolder) placed there."""
+    names = list(folder_paths.get_filename_list("checkpoints"))
+    for base in folder_paths.get_folder_paths("checkpoints"):
+        if not os.path.isdir(base):
+            continue
+        for entry in sorted(os.listdir(base)):
+            if os.path.isdir(os.path.join(base, entry, "unet")) and entry not in names:
+                names.append(entry)
+    return names
+
+
+def _checkpoint_path(name: str) -> str:
+    path = folder_paths.get_full_path("checkpoints", name)
+    if path is not None:
+        return path
+    for base in folder_paths.get_folder_paths("checkpoints"):
+        candidate = os.path.join(base, name)
+        if os.path.isdir(os.path.join(candidate, "unet")):
+            return candidate
+    raise ValueError(f"ckpt_name: '{name}' was not found in the checkpoints folders")
+
+
+def _raise_if(errors: list[str]) -> None:
+    if errors:
+        raise ValueError("; ".join(errors))
+
+
+class StableVideoCheckpointLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="StableVideoCheckpointLoader",
+            display_name="Load Stable Video Checkpoint (exact)",
+            category=CATEGORY,
+            description="Loads an SVD / SVD-XT / SVD-XT 1.1 checkpoint (the official single .safetensors "
+                        "file, or a diffusers folder placed in the checkpoints folder) and returns its "
+                        "video UNet, CLIP image encoder and VAE, managed by ComfyUI's model memory manager.",
+            inputs=[
+                io.Combo.Input("ckpt_name", options=_checkpoint_names(),
+                               tooltip="The SVD checkpoint: a file (or a diffusers folder) in ComfyUI's models/checkpoints."),
+                io.Combo.Input("weight_dtype", options=list(DTYPE_CHOICES), default="auto",
+                               tooltip="Weight precision. auto: what ComfyUI picks for your device "
+                                       "(fp32 on a CPU, usually fp16 on a GPU)."),
+            ],
+            outputs=[
+                SVDModel.Output(display_name="model", tooltip="The video UNet."),
+                SVDClipVision.Output(display_name="clip_vision", tooltip="The OpenCLIP ViT-H/14 image encoder."),
+                SVDVae.Output(display_name="vae", tooltip="The VAE: image encoder and temporal decoder."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, ckpt_name: str, weight_dtype: str) -> io.NodeOutput:
+        path = _checkpoint_path(ckpt_name)
+        chosen = parse_dtype(weight_dtype)
+        unet_dev, enc_dev, vae_dev = mm.get_torch_device(), mm.text_encoder_device(), mm.vae_device()
+        unet_dtype = chosen or mm.unet_dtype(unet_dev, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+        enc_dtype = chosen or mm.text_encoder_dtype(enc_dev)
+        vae_dtype = chosen or mm.vae_dtype(vae_dev, allowed_dtypes=[torch.bfloat16, torch.float32])
+        try:
+            models = svd_core.load_models(path, dtype=unet_dtype, device=mm.unet_offload_device())
+        except svd_core.CheckpointError as e:
+            raise ValueError(f"ckpt_name '{ckpt_name}' cannot be loaded as an SVD model: {e}") from e
+        encoder = models.image_encoder.to(device=mm.text_encoder_offload_device(), dtype=enc_dtype)
+        vae = models.vae.to(device=mm.vae_offload_device(), dtype=vae_dtype)
+        log.info("loaded %s: unet %s, image encoder %s, vae %s", ckpt_name, unet_dtype, enc_dtype, vae_dtype)
+        return io.NodeOutput(
+            ModelHandle(_patcher(models.unet, unet_dev, mm.unet_offload_device()), models.config),
+            ModelHandle(_patcher(encoder, enc_dev, mm.text_encoder_offload_device()), models.config),
+            ModelHandle(_patcher(vae, vae_dev, mm.vae_offload_device()), models.config),
+        )
+
+
+class StableVideoConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="StableVideoConditioning",
+            display_name="Stable Video Conditioning (exact)",
+            category=CATEGORY,
+            description="Encodes B images into B video conditionings like the reference: CLIP image "
+                        "embedding, VAE latent of the noise-augmented frame, and fps / motion / "
+                        "augmentation micro-conditioning. The negative zeroes the image parts.",
+            inputs=[
+                SVDClipVision.Input("clip_vision", tooltip="Image encoder from the Stable Video checkpoint loader."),
+                SVDVae.Input("vae", tooltip="VAE from the Stable Video checkpoint loader."),
+                io.Image.Input("image", tooltip="Start images: a batch of B images makes B videos. RGBA "
+                                                "loses its alpha (like the reference), grayscale becomes RGB."),
+                io.Int.Input("width", default=_REF.width, min=64, max=MAX_SIDE, step=64,
+                             tooltip="Video width in pixels, a multiple of 64 (the model was trained at 1024)."),
+                io.Int.Input("height", default=_REF.height, min=64, max=MAX_SIDE, step=64,
+                             tooltip="Video height in pixels, a multiple of 64 (the model was trained at 576)."),
+                io.Combo.Input("resize_mode", options=list(RESIZE_MODES), default="crop",
+                               tooltip="How an image of another size is fitted: crop (scale to cover, cut "
+                                       "the centre), stretch (may distort), pad (scale to fit, black borders)."),
+                io.Int.Input("fps", default=_REF.fps_id + 1, min=1, max=1000,
+                             tooltip="Frames per second the video is meant to play at. The model sees "
+                                     "fps_id = fps - 1: the default 7 is the reference's fps_id 6 "
+                                     "(SVD-XT 1.1 was fine-tuned at it)."),
+                io.Int.Input("motion_bucket_id", default=_REF.motion_bucket_id, min=0, max=1023,
+                             tooltip="Amount of motion: higher moves more. 127 is the reference default "
+                                     "(SVD-XT 1.1 was fine-tuned at it)."),
+                io.Float.Input("cond_aug", default=_REF.cond_aug, min=0.0, max=10.0, step=0.001,
+                               tooltip="Noise added to the start image before VAE encoding (the reference's "
+                                       "cond_aug, default 0.02); also given to the model as conditioning."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the augmentation noise (drawn on the CPU: same on every device)."),
+            ],
+            outputs=[
+                SVDConditioning.Output(display_name="positive", tooltip="Conditioning on the images."),
+                SVDConditioning.Output(display_name="negative", tooltip="Unconditional branch (image parts zeroed)."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, width: int | None = None, height: int | None = None, fps: int | None = None,
+                        motion_bucket_id: int | None = None, cond_aug: float | None = None) -> bool | str:
+        values = {"width": width, "height": height, "fps": fps, "motion_bucket_id": motion_bucket_id, "cond_aug": cond_aug}
+        if any(v is None for v in values.values()):  # linked inputs are checked again in execute
+            return True
+        errors = conditioning_errors(**values)  # type: ignore[arg-type]
+        return "; ".join(errors) if errors else True
+
+    @classmethod
+    def execute(cls, clip_vision: ModelHandle, vae: ModelHandle, image: torch.Tensor, width: int, height: int,
+                resize_mode: str, fps: int, motion_bucket_id: int, cond_aug: float, seed: int) -> io.NodeOutput:
+        _raise_if(conditioning_errors(width, height, fps, motion_bucket_id, cond_aug))
+        pixels = fit_image(image_to_bchw(image), width, height, resize_mode)  # (B, 3, H, W)
+        aug_noise = make_noise(tuple(pixels.shape), seed)
+        mm.load_models_gpu([clip_vision.patcher, vae.patcher])
+        positive, negative = svd_core.encode_conditioning(
+            clip_vision.module, vae.module, pixels,
+            fps_id=fps_to_fps_id(fps), motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, aug_noise=aug_noise,
+        )
+        out = mm.intermediate_device()
+        return io.NodeOutput(positive.to(device=out), negative.to(device=out))
+
+
+class StableVideoEmptyLatent(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="StableVideoEmptyLatent",
+            display_name="Empty Stable Video Latent (exact)",
+            category=CATEGORY,
+            description="An empty LATENT for batch_size videos of `frames` frames, frames folded into the "
+                        "batch (B*T images), so ComfyUI's latent nodes and previews keep working.",
+            inputs=[
+                io.Int.Input("width", default=_REF.width, min=64, max=MAX_SIDE, step=64,
+                             tooltip="Video width in pixels, a multiple of 64; match the conditioning's."),
+                io.Int.Input("height", default=_REF.height, min=64, max=MAX_SIDE, step=64,
+                             tooltip="Video height in pixels, a multiple of 64; match the conditioning's."),
+                io.Int.Input("frames", default=_REF.num_frames, min=1, max=1024,
+                             tooltip="Frames per video (SVD-XT: 25, SVD: 14)."),
+                io.Int.Input("batch_size", default=1, min=1, max=64,
+                             tooltip="Videos per image; 1 makes one video per conditioning image."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="Zero latent (B*T, 4, H/8, W/8).")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, width: int | None = None, height: int | None = None) -> bool | str:
+        if width is None or height is None:
+            return True
+        errors = conditioning_errors(width, height, 7, 127, 0.0)
+        return "; ".join(errors) if errors else True
+
+    @classmethod
+    def execute(cls, width: int, height: int, frames: int, batch_size: int) -> io.NodeOutput:
+        latent = empty_latent(width, height, frames, batch_size)
+        latent["samples"] = latent["samples"].to(mm.intermediate_device())
+        return io.NodeOutput(latent)
+
+
+class StableVideoSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="StableVideoSampler",
+            display_name="Stable Video Sampler (exact)",
+            category=CATEGORY,
+            description="Samples the videos like the reference: EDM (Karras) sigmas, per-frame classifier-free "
+                        "guidance from min_cfg to max_cfg, cond and uncond in one batch. Shows progress and a "
+                        "preview of every frame; cancelling stops within one step.",
+            inputs=[
+                SVDModel.Input("model", tooltip="Video UNet from the Stable Video checkpoint loader."),
+                SVDConditioning.Input("positive", tooltip="Positive conditioning from Stable Video Conditioning."),
+                SVDConditioning.Input("negative", tooltip="Negative conditioning from Stable Video Conditioning."),
+                io.Latent.Input("latent", tooltip="Latent from Stable Video Empty Latent (or a video latent to "
+                                                  "re-noise with denoise < 1)."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the initial noise (drawn on the CPU: same video on every device)."),
+                io.Int.Input("steps", default=_REF.num_steps, min=1, max=1000,
+                             tooltip="Sampling steps (reference: 30 for SVD-XT, 25 for SVD)."),
+                io.Float.Input("min_cfg", default=_REF.min_cfg, min=0.0, max=100.0, step=0.05,
+                               tooltip="Guidance scale of the first frame (reference SVD-XT: 1.5)."),
+                io.Float.Input("max_cfg", default=_REF.max_cfg, min=0.0, max=100.0, step=0.05,
+                               tooltip="Guidance scale of the last frame (reference SVD-XT: 3.0)."),
+                io.Combo.Input("guidance", options=list(GUIDANCE_SCHEDULES), default="linear",
+                               tooltip="Per-frame guidance: linear min->max (reference), triangle "
+                                       "(min at both ends, max mid-video), constant (max_cfg everywhere)."),
+                io.Combo.Input("sampler", options=list(SAMPLER_NAMES), default="euler",
+                               tooltip="Sampler: euler (the reference's EulerEDMSampler), heun, dpmpp_2m."),
+                io.Float.Input("sigma_min", default=_REF.sigma_min, min=0.0001, max=100.0, step=0.0001,
+                               tooltip="Smallest noise level of the Karras schedule (reference 0.002)."),
+                io.Float.Input("sigma_max", default=_REF.sigma_max, min=0.01, max=10000.0, step=0.1,
+                               tooltip="Largest noise level of the Karras schedule (reference 700)."),
+                io.Float.Input("rho", default=_REF.rho, min=0.1, max=100.0, step=0.1,
+                               tooltip="Karras schedule exponent (reference 7)."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="1 = start from pure noise (reference). Below 1, re-noise the "
+                                       "input latent and run only the last part of the schedule."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="Sampled video latent (B*T, 4, H/8, W/8).")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, steps: int | None = None, min_cfg: float | None = None, max_cfg: float | None = None,
+                        sigma_min: float | None = None, sigma_max: float | None = None, rho: float | None = None,
+                        denoise: float | None = None) -> bool | str:
+        values = {"steps": steps, "min_cfg": min_cfg, "max_cfg": max_cfg, "sigma_min": sigma_min,
+                  "sigma_max": sigma_max, "rho": rho, "denoise": denoise}
+        if any(v is None for v in values.values()):
+            return True
+        errors = sampler_errors(**values)  # type: ignore[arg-type]
+        return "; ".join(errors) if errors else True
+
+    @classmethod
+    def execute(cls, model: ModelHandle, positive: Any, negative: Any, latent: dict[str, Any], seed: int,
+                steps: int, min_cfg: float, max_cfg: float, guidance: str, sampler: str, sigma_min: float,
+                sigma_max: float, rho: float, denoise: float) -> io.NodeOutput:
+        _raise_if(sampler_errors(steps, min_cfg, max_cfg, sigma_min, sigma_max, rho, denoise))
+        start = latent_to_video(latent, "latent")  # (L, T, 4, h, w), ComfyUI latent space
+        n = match_batches(positive.batch_size, start.shape[0])
+        if positive.concat.shape[-2:] != start.shape[-2:]:
+            h, w = positive.concat.shape[-2:]
+            raise ValueError(f"latent is {start.shape[-1] * 8}x{start.shape[-2] * 8} pixels but positive was made "
+                             f"at {w * 8}x{h * 8}: use the same width and height in both nodes")
+        positive, negative = _repeat_cond(positive, n), _repeat_cond(negative, n)
+        scale = model.config.vae.scale_factor  # ComfyUI latent space -> the model's diffusion space
+        start = repeat_videos(start, n) * scale
+        noise = make_noise(tuple(start.shape), seed)  # (B, T, 4, h, w)
+
+        mm.load_models_gpu([model.patcher])
+        callback = _step_callback(model.patcher.load_device, steps)
+        z = svd_core.sample_video(
+            model.module, positive, negative, noise, num_steps=steps, min_cfg=min_cfg, max_cfg=max_cfg,
+            guidance=guidance, sampler=sampler, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
+            denoise=denoise, latent=start, generator=torch.Generator().manual_seed(seed % 2**64), callback=callback,
+        )
+        out = video_to_latent((z / scale).to(mm.intermediate_device()), like=latent)
+        return io.NodeOutput(out)
+
+
+def _repeat_cond(cond: Any, n: int) -> Any:
+    """A conditioning for one image, repeated for n videos (or the same one when it already has n)."""
+    return replace(cond, **{f.name: repeat_videos(getattr(cond, f.name), n) for f in fields(cond)})
+
+
+def _step_callback(device: torch.device, steps: int) -> Any:
+    """After each step: stop if the user cancelled, then advance the progress bar with a preview of
+    every frame (latent-to-RGB with SVD's latent format in ComfyUI, SD15's)."""
+    previewer = latent_preview.get_previewer(device, comfy.latent_formats.SD15())
+    bar = comfy.utils.ProgressBar(steps)
+
+    def on_step(step: int, total: int, denoised: torch.Tensor) -> None:
+        mm.throw_exception_if_processing_interrupted()
+        preview = None
+        if previewer is not None:
+            preview = previewer.decode_latent_to_preview_image("JPEG", preview_grid(denoised))
+        bar.update_absolute(step, total, preview)
+
+    return on_step
+
+
+class StableVideoDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="StableVideoDecode",
+            display_name="Stable Video Decode (exact)",
+            category=CATEGORY,
+            description="Decodes a video latent with SVD's temporal VAE decoder in fixed chunks of frames, "
+                        "so the result never depends on free memory. Returns all frames as one IMAGE batch "
+                        "(video after video), ready for ComfyUI's video save nodes.",
+            inputs=[
+                SVDVae.Input("vae", tooltip="VAE from the Stable Video checkpoint loader."),
+                io.Latent.Input("latent", tooltip="Video latent from the Stable Video Sampler."),
+                io.Int.Input("frames_per_chunk", default=0, min=0, max=1024,
+                             tooltip=f"Frames decoded together by the temporal decoder. 0 = the reference's "
+                                     f"{REFERENCE_DECODE_CHUNK}. Fixed, never chosen from free memory: "
+                                     "another value gives (slightly) different frames."),
+            ],
+            outputs=[io.Image.Output(display_name="images", tooltip="Frames [B*T, H, W, 3], video after video.")],
+        )
+
+    @classmethod
+    def execute(cls, vae: ModelHandle, latent: dict[str, Any], frames_per_chunk: int) -> io.NodeOutput:
+        z = latent_to_video(latent, "latent") * vae.config.vae.scale_factor  # (B, T, 4, h, w) diffusion space
+        mm.load_models_gpu([vae.patcher])
+        frames = svd_core.decode_latents(vae.module, z, decode_chunk_size=frames_per_chunk or REFERENCE_DECODE_CHUNK)
+        return io.NodeOutput(frames_to_image(frames).to(mm.intermediate_device()))
+
+
+NODES: list[type[io.ComfyNode]] = [
+    StableVideoCheckpointLoader, StableVideoConditioning, StableVideoEmptyLatent, StableVideoSampler, StableVideoDecode,
+]
+__all__ = ["FRAMES_KEY", "NODES"] + [n.__name__ for n in NODES]

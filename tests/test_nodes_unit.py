@@ -1,0 +1,211 @@
+"""Unit tests of the node adapters (nodes/adapters.py) and svd_core/image_ops.py: no ComfyUI needed.
+
+nodes/adapters.py is loaded by file path under a private name, because ComfyUI owns the top-level
+module name `nodes` (the host tests import it in the same pytest process).
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from einops import rearrange
+
+from svd_core.image_ops import fit_image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_adapters():
+    name = "svd_exact_pack_adapters"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "nodes" / "adapters.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+A = _load_adapters()
+
+
+def test_adapters_do_not_import_comfy() -> None:
+    src = (REPO / "nodes" / "adapters.py").read_text()
+    assert "import comfy" not in src and "from comfy" not in src
+    assert "folder_paths" not in src
+
+
+def test_fps_to_fps_id_matches_reference_default() -> None:
+    # simple_video_sample.py: fps_id 6 and the video is written at fps_id + 1 = 7 fps
+    assert A.fps_to_fps_id(7) == 6
+    assert A.fps_to_fps_id(1) == 0
+    with pytest.raises(ValueError, match="fps"):
+        A.fps_to_fps_id(0)
+
+
+@pytest.mark.parametrize("value", [100, 0, 32, -64, 65])
+def test_size_check_names_input(value: int) -> None:
+    msg = A.check_size("width", value)
+    assert msg is not None and msg.startswith("width") and str(value) in msg and "64" in msg
+
+
+def test_size_check_accepts_multiples() -> None:
+    assert A.check_size("height", 576) is None and A.check_size("width", 1024) is None
+
+
+def test_conditioning_errors_name_each_bad_input() -> None:
+    assert A.conditioning_errors(1024, 576, 7, 127, 0.02) == []
+    errs = A.conditioning_errors(100, 576, 7, 127, float("nan"))
+    assert len(errs) == 2
+    assert errs[0].startswith("width") and "100" in errs[0]
+    assert errs[1].startswith("cond_aug") and "nan" in errs[1]
+    assert A.conditioning_errors(64, 64, 7, 127, float("inf"))[0].startswith("cond_aug")
+    assert A.conditioning_errors(64, 64, 0, 127, 0.0)[0].startswith("fps")
+
+
+def test_sampler_errors() -> None:
+    assert A.sampler_errors(30, 1.5, 3.0, 0.002, 700.0, 7.0, 1.0) == []
+    errs = A.sampler_errors(30, float("nan"), 3.0, 0.002, 700.0, 7.0, 1.0)
+    assert len(errs) == 1 and errs[0].startswith("min_cfg")
+    errs = A.sampler_errors(30, 1.5, 3.0, 800.0, 700.0, 7.0, 1.0)
+    assert errs and "sigma_min" in errs[0]
+    assert A.sampler_errors(30, 1.5, 3.0, 0.002, 700.0, 7.0, 0.0)[0].startswith("denoise")
+
+
+def test_parse_dtype() -> None:
+    assert A.parse_dtype("auto") is None
+    assert A.parse_dtype("fp16") is torch.float16 and A.parse_dtype("bf16") is torch.bfloat16
+    assert A.parse_dtype("fp32") is torch.float32
+    with pytest.raises(ValueError, match="weight_dtype"):
+        A.parse_dtype("fp8")
+
+
+def test_image_to_bchw_rgb_roundtrip_layout(rng: torch.Generator) -> None:
+    img = torch.rand(2, 5, 7, 3, generator=rng)
+    before = img.clone()
+    x = A.image_to_bchw(img)
+    assert x.shape == (2, 3, 5, 7)
+    assert torch.equal(x[1, 2, 4, 6], img[1, 4, 6, 2])
+    assert torch.equal(img, before)  # input untouched
+
+
+def test_image_to_bchw_rgba_drops_alpha_and_gray_repeats(rng: torch.Generator) -> None:
+    rgba = torch.rand(1, 4, 4, 4, generator=rng)
+    assert torch.equal(A.image_to_bchw(rgba), rearrange(rgba[..., :3], "n h w c -> n c h w"))
+    gray = torch.rand(3, 4, 6, 1, generator=rng)
+    x = A.image_to_bchw(gray)
+    assert x.shape == (3, 3, 4, 6)
+    for c in range(3):
+        assert torch.equal(x[:, c], gray[..., 0])
+    gray_alpha = torch.cat([gray, torch.zeros_like(gray)], dim=-1)
+    assert torch.equal(A.image_to_bchw(gray_alpha), x)
+    with pytest.raises(ValueError, match="channels"):
+        A.image_to_bchw(torch.rand(1, 4, 4, 5))
+    with pytest.raises(ValueError, match="image"):
+        A.image_to_bchw(torch.rand(4, 4, 3))
+
+
+def test_frames_to_image_is_video_after_video(rng: torch.Generator) -> None:
+    frames = torch.rand(2, 3, 3, 8, 16, generator=rng)  # (B, T, C, H, W)
+    img = A.frames_to_image(frames)
+    assert img.shape == (6, 8, 16, 3)
+    # frame t of video b sits at index b*T + t
+    assert torch.equal(img[4], frames[1, 1].permute(1, 2, 0))
+
+
+def test_empty_latent_folds_frames() -> None:
+    lat = A.empty_latent(1024, 576, 25, 2)
+    assert lat["samples"].shape == (50, 4, 72, 128)
+    assert lat[A.FRAMES_KEY] == 25 and not lat["samples"].any()
+    with pytest.raises(ValueError, match="width"):
+        A.empty_latent(100, 576, 25, 1)
+
+
+def test_latent_fold_unfold_roundtrip(rng: torch.Generator) -> None:
+    z = torch.randn(2, 5, 4, 3, 6, generator=rng)
+    lat = A.video_to_latent(z, like={"samples": torch.zeros(1), "custom": 1, "noise_mask": torch.ones(1)})
+    assert lat["samples"].shape == (10, 4, 3, 6) and lat[A.FRAMES_KEY] == 5
+    assert lat["custom"] == 1 and "noise_mask" not in lat
+    assert torch.equal(lat["samples"][7], z[1, 2])  # "(b t)": b=1, t=2 -> 1*5+2
+    assert torch.equal(A.latent_to_video(lat), z)
+
+
+def test_latent_to_video_refuses_bad_latents() -> None:
+    with pytest.raises(ValueError, match="frame count"):
+        A.latent_to_video({"samples": torch.zeros(4, 4, 8, 8)})
+    with pytest.raises(ValueError, match="whole number"):
+        A.latent_to_video({"samples": torch.zeros(5, 4, 8, 8), A.FRAMES_KEY: 2})
+
+
+def test_match_batches() -> None:
+    assert A.match_batches(2, 2) == 2
+    assert A.match_batches(2, 1) == 2 and A.match_batches(1, 3) == 3
+    with pytest.raises(ValueError, match="positive holds 2 images but latent holds 3"):
+        A.match_batches(2, 3)
+    x = torch.arange(6.0).reshape(1, 2, 3)
+    r = A.repeat_videos(x, 3)
+    assert r.shape == (3, 2, 3) and all(torch.equal(r[i], x[0]) for i in range(3))
+
+
+def test_noise_is_seeded_and_private() -> None:
+    a, b = A.make_noise((2, 3, 4), 5), A.make_noise((2, 3, 4), 5)
+    assert torch.equal(a, b) and not torch.equal(a, A.make_noise((2, 3, 4), 6))
+    assert A.make_noise((1,), 2**64 - 1).shape == (1,)  # the widget's largest seed
+
+
+def test_preview_grid_shows_every_frame(rng: torch.Generator) -> None:
+    x0 = torch.randn(2, 3, 4, 5, 7, generator=rng)  # 6 frames -> 3 columns, 2 rows
+    grid = A.preview_grid(x0)
+    assert grid.shape == (1, 4, 2 * 5, 3 * 7)
+    frames = rearrange(x0, "b t c h w -> (b t) c h w")
+    for i in range(6):
+        r, k = divmod(i, 3)
+        assert torch.equal(grid[0, :, r * 5:(r + 1) * 5, k * 7:(k + 1) * 7], frames[i])
+    odd = A.preview_grid(torch.randn(1, 5, 4, 2, 2, generator=rng))  # 5 frames -> 3x2 with one blank
+    assert odd.shape == (1, 4, 4, 6) and not odd[0, :, 2:, 4:].any()
+
+
+# --- svd_core/image_ops.fit_image --------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["crop", "stretch", "pad"])
+def test_fit_image_identity_at_target_size(mode: str, rng: torch.Generator) -> None:
+    img = torch.rand(2, 3, 64, 128, generator=rng)
+    out = fit_image(img, 128, 64, mode)
+    assert torch.equal(out, img) and out is not img
+
+
+def test_fit_image_crop_keeps_centre_undistorted(rng: torch.Generator) -> None:
+    img = torch.rand(1, 3, 64, 96, generator=rng)  # 96 wide -> crop to 64 wide keeps columns 16..80
+    out = fit_image(img, 64, 64, "crop")
+    assert out.shape == (1, 3, 64, 64)
+    assert torch.equal(out, img[:, :, :, 16:80])
+
+
+def test_fit_image_pad_keeps_whole_image(rng: torch.Generator) -> None:
+    img = torch.rand(1, 3, 32, 64, generator=rng)
+    out = fit_image(img, 64, 64, "pad")
+    assert out.shape == (1, 3, 64, 64)
+    assert torch.equal(out[:, :, 16:48], img)
+    assert not out[:, :, :16].any() and not out[:, :, 48:].any()
+
+
+def test_fit_image_stretch_and_downscale_stay_in_range(rng: torch.Generator) -> None:
+    img = torch.rand(2, 3, 50, 70, generator=rng)
+    for mode in ("crop", "stretch", "pad"):
+        out = fit_image(img, 128, 64, mode)
+        assert out.shape == (2, 3, 64, 128)
+        assert out.min() >= 0 and out.max() <= 1
+    const = torch.full((1, 3, 30, 40), 0.25)
+    assert torch.allclose(fit_image(const, 64, 128, "stretch"), torch.full((1, 3, 128, 64), 0.25), atol=1e-6)
+    with pytest.raises(ValueError, match="resize mode"):
+        fit_image(img, 64, 64, "zoom")
+
+
+def test_check_number_rejects_nan_everywhere() -> None:
+    assert all(not math.isfinite(v) for v in (float("nan"), float("inf")))
+    assert A.sampler_errors(30, 1.5, float("inf"), 0.002, 700.0, 7.0, 1.0)[0].startswith("max_cfg")
