@@ -71,7 +71,7 @@ class ProgressBar:
 
 
 def load_image(path: Path) -> torch.Tensor:
-    """(1, 3, H, W) float in [0, 1]; alpha is composited onto black, grayscale repeated."""
+    """(1, 3, H, W) float in [0, 1]; an alpha channel is dropped, grayscale is repeated to RGB."""
     with Image.open(path) as im:
         im = im.convert("RGB")
         arr = np.asarray(im, dtype=np.float32) / 255.0
