@@ -1,0 +1,369 @@
+"""The VAE of SVD: the 2-D image encoder that encodes the conditioning frame, and the temporal decoder.
+
+The reference builds two autoencoders and uses one half of each:
+  * `conditioner.embedders.3.encoder` (an AutoencoderKLModeOnly): its `encoder` and `quant_conv`
+    turn the conditioning frame into the posterior mode (the mean half of the moments);
+  * `first_stage_model` (an AutoencodingEngine): its temporal `decoder` (time_mode "conv-only")
+    turns the sampled latents back into frames.
+`VAE` holds exactly those three parts, named so that its state dict maps 1:1 onto the checkpoint:
+
+    encoder.*     <- conditioner.embedders.3.encoder.encoder.*
+    quant_conv.*  <- conditioner.embedders.3.encoder.quant_conv.*
+    decoder.*     <- first_stage_model.decoder.*
+
+Sources: sgm/modules/diffusionmodules/model.py (Encoder, Decoder, ResnetBlock, AttnBlock, Downsample,
+Upsample), sgm/modules/autoencoding/temporal_ae.py (VideoDecoder, VideoResBlock, AE3DConv),
+sgm/modules/diffusionmodules/openaimodel.py (ResBlock, the `time_stack`).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+# GroupNorm eps 1e-6: sgm/modules/diffusionmodules/model.py Normalize.
+SPATIAL_NORM_EPS = 1e-6
+# GroupNorm eps 1e-5 (torch's default) for the 3-D time_stack: openaimodel.py ResBlock uses
+# util.py normalization() = GroupNorm32(32, channels), which also computes in fp32.
+TEMPORAL_NORM_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Sizes of the SVD VAE. Defaults: svd_xt_1_1.yaml, conditioner.embedders.3 ddconfig and
+    first_stage_config encoder/decoder params (identical for both)."""
+
+    in_channels: int = 3  # ddconfig.in_channels
+    out_channels: int = 3  # ddconfig.out_ch
+    latent_channels: int = 4  # ddconfig.z_channels (embed_dim 4); the encoder emits 2x (double_z)
+    ch: int = 128  # ddconfig.ch
+    ch_mult: tuple[int, ...] = (1, 2, 4, 4)  # ddconfig.ch_mult
+    num_res_blocks: int = 2  # ddconfig.num_res_blocks (decoder levels hold num_res_blocks + 1)
+    video_kernel_size: int = 3  # decoder_config.video_kernel_size [3, 1, 1] (time axis only)
+    num_groups: int = 32  # model.py Normalize and util.py normalization both use 32 groups
+    scale_factor: float = 0.18215  # svd_xt_1_1.yaml model.params.scale_factor
+
+    @property
+    def downscale(self) -> int:
+        """Spatial factor between pixels and latents (8 for SVD)."""
+        return 2 ** (len(self.ch_mult) - 1)
+
+    @classmethod
+    def svd_xt(cls) -> VAEConfig:
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> VAEConfig:
+        # num_res_blocks stays 2: diffusers' temporal decoder ties its mid-block depth to it.
+        return cls(ch=32, ch_mult=(1, 2), num_res_blocks=2)
+
+    @classmethod
+    def from_shapes(cls, shapes: Mapping[str, Sequence[int]]) -> VAEConfig:
+        """Read every size from tensor shapes keyed by OUR names (`encoder.*`, `quant_conv.*`, `decoder.*`)."""
+        need = {
+            "encoder.conv_in.weight": "an image encoder",
+            "quant_conv.weight": "the encoder's quant_conv",
+            "decoder.conv_in.weight": "a decoder",
+            "decoder.conv_out.time_mix_conv.weight": "a temporal decoder (conv_out.time_mix_conv)",
+            "decoder.mid.block_1.time_stack.in_layers.2.weight": "a temporal decoder (time_stack)",
+        }
+        for key, what in need.items():
+            if key not in shapes:
+                raise ValueError(
+                    f"not an SVD VAE: no tensor {key!r} ({what} is missing; "
+                    "a decoder without time_stack / time_mix_conv is an image-only SD VAE)"
+                )
+        conv_in = list(shapes["encoder.conv_in.weight"])
+        ch, in_channels = int(conv_in[0]), int(conv_in[1])
+        levels = sorted({int(k.split(".")[2]) for k in shapes if k.startswith("encoder.down.")})
+        if not levels or levels != list(range(len(levels))):
+            raise ValueError(f"not an SVD VAE: encoder levels {levels}, expected 0..n-1")
+        num_res_blocks = len({k.split(".")[4] for k in shapes if k.startswith("encoder.down.0.block.")})
+        ch_mult = []
+        for i in levels:
+            width = int(shapes[f"encoder.down.{i}.block.0.conv1.weight"][0])
+            if width % ch:
+                raise ValueError(f"not an SVD VAE: level {i} has {width} channels, not a multiple of ch={ch}")
+            ch_mult.append(width // ch)
+        cfg = cls(
+            in_channels=in_channels,
+            out_channels=int(shapes["decoder.conv_out.weight"][0]),
+            latent_channels=int(shapes["decoder.conv_in.weight"][1]),
+            ch=ch,
+            ch_mult=tuple(ch_mult),
+            num_res_blocks=num_res_blocks,
+            video_kernel_size=int(shapes["decoder.conv_out.time_mix_conv.weight"][2]),
+        )
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in VAE(cfg).state_dict().items()}
+        given = {k: tuple(int(s) for s in v) for k, v in shapes.items()}
+        if given != expected:
+            missing = sorted(expected.keys() - given.keys())
+            extra = sorted(given.keys() - expected.keys())
+            wrong = sorted(k for k in expected.keys() & given.keys() if expected[k] != given[k])
+            raise ValueError(
+                f"shapes are not an SVD VAE with {cfg}: missing {missing[:5]} ({len(missing)}), "
+                f"unexpected {extra[:5]} ({len(extra)}), wrong shape {wrong[:5]} ({len(wrong)})"
+            )
+        return cfg
+
+
+class _FP32GroupNorm(nn.GroupNorm):
+    """GroupNorm evaluated in fp32 and cast back (util.py GroupNorm32)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return super().forward(input.float()).to(input.dtype)
+
+
+class _ResnetCore(nn.Module):
+    """norm1 -> swish -> conv1 -> norm2 -> swish -> conv2, plus a 1x1 nin_shortcut when widths differ
+    (model.py ResnetBlock with temb_channels=0 and dropout 0)."""
+
+    def __init__(self, in_ch: int, out_ch: int, groups: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_ch, eps=SPATIAL_NORM_EPS)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, out_ch, eps=SPATIAL_NORM_EPS)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.nin_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+
+    def spatial(self, x: Tensor) -> Tensor:  # (N, Cin, H, W) -> (N, Cout, H, W)
+        h = self.conv1(F.silu(self.norm1(x)))  # swish x*sigmoid(x) == silu
+        h = self.conv2(F.silu(self.norm2(h)))
+        skip = x if self.nin_shortcut is None else self.nin_shortcut(x)
+        return skip + h
+
+
+class ResnetBlock(_ResnetCore):
+    def forward(self, x: Tensor) -> Tensor:
+        return self.spatial(x)
+
+
+class TimeStack(nn.Module):
+    """3-D ResBlock over (B, C, T, H, W) with (k, 1, 1) kernels, no embedding, identity skip
+    (openaimodel.py ResBlock, dims=3, skip_t_emb). Sequential indices mirror the checkpoint:
+    in_layers = [norm, SiLU, conv], out_layers = [norm, SiLU, Dropout, conv]."""
+
+    def __init__(self, ch: int, kernel_t: int, groups: int) -> None:
+        super().__init__()
+        kernel, pad = (kernel_t, 1, 1), (kernel_t // 2, 0, 0)
+        self.in_layers = nn.Sequential(
+            _FP32GroupNorm(groups, ch, eps=TEMPORAL_NORM_EPS), nn.SiLU(), nn.Conv3d(ch, ch, kernel, padding=pad)
+        )
+        self.out_layers = nn.Sequential(
+            _FP32GroupNorm(groups, ch, eps=TEMPORAL_NORM_EPS),
+            nn.SiLU(),
+            nn.Dropout(0.0),
+            nn.Conv3d(ch, ch, kernel, padding=pad),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T, H, W)
+        return x + self.out_layers(self.in_layers(x))
+
+
+class VideoResBlock(_ResnetCore):
+    """Spatial ResnetBlock per frame, then the time_stack across frames, blended with a learned
+    alpha = sigmoid(mix_factor): out = alpha * temporal + (1 - alpha) * spatial
+    (temporal_ae.py VideoResBlock, merge_strategy "learned"; mind the orientation, the UNet's
+    mixer weighs the spatial branch with alpha instead)."""
+
+    def __init__(self, in_ch: int, out_ch: int, groups: int, kernel_t: int) -> None:
+        super().__init__(in_ch, out_ch, groups)
+        self.time_stack = TimeStack(out_ch, kernel_t, groups)
+        self.mix_factor = nn.Parameter(torch.zeros(1))  # reference init alpha=0.0
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        h = self.spatial(x)  # (B*T, C, H, W)
+        h_s = rearrange(h, "(b t) c h w -> b c t h w", t=num_frames)
+        h_t = self.time_stack(h_s)  # GroupNorm sees (group, T, H, W) jointly
+        alpha = torch.sigmoid(self.mix_factor)
+        out = alpha * h_t + (1.0 - alpha) * h_s
+        return rearrange(out, "b c t h w -> (b t) c h w")
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over the H*W positions of each image, 1x1-conv projections,
+    scale C^-0.5, residual (model.py AttnBlock)."""
+
+    def __init__(self, ch: int, groups: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, ch, eps=SPATIAL_NORM_EPS)
+        self.q = nn.Conv2d(ch, ch, 1)
+        self.k = nn.Conv2d(ch, ch, 1)
+        self.v = nn.Conv2d(ch, ch, 1)
+        self.proj_out = nn.Conv2d(ch, ch, 1)
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W)
+        hn = self.norm(x)
+        height, width = x.shape[-2:]
+        q, k, v = (rearrange(f(hn), "n c h w -> n 1 (h w) c") for f in (self.q, self.k, self.v))
+        a = F.scaled_dot_product_attention(q, k, v)  # (N, 1, H*W, C); default scale C^-0.5
+        a = rearrange(a, "n 1 (h w) c -> n c h w", h=height, w=width)
+        return x + self.proj_out(a)
+
+
+class Downsample(nn.Module):
+    """Zero-pad right and bottom by one, then 3x3 conv with stride 2 (model.py Downsample)."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2, then 3x3 conv (model.py Upsample)."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class EncoderLevel(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, n_blocks: int, groups: int, downsample: bool) -> None:
+        super().__init__()
+        widths = [in_ch] + [out_ch] * n_blocks
+        self.block = nn.ModuleList(ResnetBlock(widths[j], widths[j + 1], groups) for j in range(n_blocks))
+        self.downsample = Downsample(out_ch) if downsample else None
+
+
+class EncoderMid(nn.Module):
+    def __init__(self, ch: int, groups: int) -> None:
+        super().__init__()
+        self.block_1 = ResnetBlock(ch, ch, groups)
+        self.attn_1 = AttnBlock(ch, groups)
+        self.block_2 = ResnetBlock(ch, ch, groups)
+
+
+class Encoder(nn.Module):
+    """Image -> moments (mean and logvar of the latent posterior), model.py Encoder with
+    attn_resolutions [] (attention only in the middle) and double_z."""
+
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        widths = [cfg.ch * m for m in cfg.ch_mult]
+        n = len(widths)
+        self.conv_in = nn.Conv2d(cfg.in_channels, cfg.ch, 3, padding=1)
+        self.down = nn.ModuleList(
+            EncoderLevel(([cfg.ch] + widths)[i], widths[i], cfg.num_res_blocks, cfg.num_groups, i != n - 1)
+            for i in range(n)
+        )
+        self.mid = EncoderMid(widths[-1], cfg.num_groups)
+        self.norm_out = nn.GroupNorm(cfg.num_groups, widths[-1], eps=SPATIAL_NORM_EPS)
+        self.conv_out = nn.Conv2d(widths[-1], 2 * cfg.latent_channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, 3, H, W) -> (N, 2*z, H/f, W/f)
+        h = self.conv_in(x)
+        for level in self.down:
+            assert isinstance(level, EncoderLevel)
+            for block in level.block:
+                h = block(h)
+            if level.downsample is not None:
+                h = level.downsample(h)
+        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class DecoderLevel(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, n_blocks: int, groups: int, kernel_t: int, upsample: bool) -> None:
+        super().__init__()
+        widths = [in_ch] + [out_ch] * n_blocks
+        self.block = nn.ModuleList(
+            VideoResBlock(widths[j], widths[j + 1], groups, kernel_t) for j in range(n_blocks)
+        )
+        self.upsample = Upsample(out_ch) if upsample else None
+
+
+class DecoderMid(nn.Module):
+    def __init__(self, ch: int, groups: int, kernel_t: int) -> None:
+        super().__init__()
+        self.block_1 = VideoResBlock(ch, ch, groups, kernel_t)
+        self.attn_1 = AttnBlock(ch, groups)  # time_mode "conv-only": plain per-frame attention
+        self.block_2 = VideoResBlock(ch, ch, groups, kernel_t)
+
+
+class VideoConvOut(nn.Module):
+    """3x3 2-D conv per frame, then time_mix_conv, a Conv3d with kernel (k, 1, 1) across frames
+    (temporal_ae.py AE3DConv). The 2-D weights sit directly on this module, as in the checkpoint."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_t: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_ch, in_ch, 3, 3))
+        self.bias = nn.Parameter(torch.empty(out_ch))
+        self.time_mix_conv = nn.Conv3d(out_ch, out_ch, (kernel_t, 1, 1), padding=(kernel_t // 2, 0, 0))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # torch's Conv2d default init
+        nn.init.uniform_(self.bias, -1.0 / math.sqrt(in_ch * 9), 1.0 / math.sqrt(in_ch * 9))
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:  # (B*T, Cin, H, W) -> (B*T, Cout, H, W)
+        h = F.conv2d(x, self.weight, self.bias, padding=1)
+        h = rearrange(h, "(b t) c h w -> b c t h w", t=num_frames)
+        return rearrange(self.time_mix_conv(h), "b c t h w -> (b t) c h w")
+
+
+class TemporalDecoder(nn.Module):
+    """Latents of B videos of T frames -> frames (temporal_ae.py VideoDecoder, time_mode "conv-only").
+    `up[i]` is level i (0 = full resolution); it runs from the deepest level up."""
+
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        widths = [cfg.ch * m for m in cfg.ch_mult]
+        n, g, k = len(widths), cfg.num_groups, cfg.video_kernel_size
+        self.conv_in = nn.Conv2d(cfg.latent_channels, widths[-1], 3, padding=1)
+        self.mid = DecoderMid(widths[-1], g, k)
+        # level i takes the width of level i+1 (the deepest takes its own) and upsamples unless i == 0
+        self.up = nn.ModuleList(
+            DecoderLevel((widths + widths[-1:])[i + 1], widths[i], cfg.num_res_blocks + 1, g, k, i != 0)
+            for i in range(n)
+        )
+        self.norm_out = nn.GroupNorm(g, widths[0], eps=SPATIAL_NORM_EPS)
+        self.conv_out = VideoConvOut(widths[0], cfg.out_channels, k)
+
+    def forward(self, z: Tensor, num_frames: int) -> Tensor:  # (B*T, z, h, w) -> (B*T, 3, H, W)
+        h = self.conv_in(z)
+        h = self.mid.block_1(h, num_frames)
+        h = self.mid.attn_1(h)
+        h = self.mid.block_2(h, num_frames)
+        for level in reversed(self.up):
+            assert isinstance(level, DecoderLevel)
+            for block in level.block:
+                h = block(h, num_frames)
+            if level.upsample is not None:
+                h = level.upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)), num_frames)
+
+
+class VAE(nn.Module):
+    """Encoder + quant_conv of conditioner.embedders.3.encoder and the temporal decoder of first_stage_model."""
+
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.quant_conv = nn.Conv2d(2 * cfg.latent_channels, 2 * cfg.latent_channels, 1)
+        self.decoder = TemporalDecoder(cfg)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Images (N, 3, H, W) in [-1, 1] -> posterior mode (N, z, H/f, W/f), NOT times scale_factor."""
+        if x.ndim != 4 or x.shape[1] != self.cfg.in_channels:
+            raise ValueError(f"encode expects (N, {self.cfg.in_channels}, H, W), got {tuple(x.shape)}")
+        moments = self.quant_conv(self.encoder(x))  # (N, 2*z, h, w) = [mean | logvar]
+        return moments[:, : self.cfg.latent_channels]  # mode of a diagonal Gaussian = its mean
+
+    def decode(self, z: Tensor, num_frames: int) -> Tensor:
+        """Latents (B*T, z, h, w), already divided by scale_factor, T = num_frames frames per video,
+        frames of one video contiguous -> (B*T, 3, H, W), roughly [-1, 1], not clamped."""
+        if z.ndim != 4 or z.shape[1] != self.cfg.latent_channels:
+            raise ValueError(f"decode expects (B*T, {self.cfg.latent_channels}, h, w), got {tuple(z.shape)}")
+        if num_frames < 1 or z.shape[0] % num_frames:
+            raise ValueError(f"decode got {z.shape[0]} latents, not a multiple of num_frames={num_frames}")
+        return self.decoder(z, num_frames)
