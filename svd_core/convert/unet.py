@@ -99,17 +99,17 @@ def _table(num_levels: int, num_res_blocks: int, attention_levels: tuple[int, ..
 
 
 def _rename(sd: Mapping[str, Tensor], rows: list[_Row], forward: bool) -> dict[str, Tensor]:
-    src, dst = (0, 1) if forward else (1, 0)
+    """Rename every key through the table, ours -> diffusers when `forward`, else back."""
+    pairs = [(a, b, sub) if forward else (b, a, [(y, x) for x, y in sub]) for a, b, sub in rows]
     out: dict[str, Tensor] = {}
     unknown: list[str] = []
     for name, tensor in sd.items():
-        for row in rows:
-            prefix = row[src]
-            if name.startswith(prefix):
-                rest = name[len(prefix):]
-                sub = next((p for p in row[2] if rest.startswith(p[src])), None)
-                if sub is not None:
-                    out[row[dst] + sub[dst] + rest[len(sub[src]):]] = tensor
+        for src, dst, sub in pairs:
+            if name.startswith(src):
+                rest = name[len(src):]
+                hit = next(((s, d) for s, d in sub if rest.startswith(s)), None)
+                if hit is not None:
+                    out[dst + hit[1] + rest[len(hit[0]):]] = tensor
                     break
         else:
             unknown.append(name)
