@@ -114,10 +114,13 @@ class VAEConfig:
 
 
 class _FP32GroupNorm(nn.GroupNorm):
-    """GroupNorm evaluated in fp32 and cast back (util.py GroupNorm32)."""
+    """GroupNorm evaluated in fp32 and cast back (util.py GroupNorm32). The affine parameters are
+    upcast too, so a half-precision model works (the reference keeps them fp32)."""
 
     def forward(self, input: Tensor) -> Tensor:
-        return super().forward(input.float()).to(input.dtype)
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
+        return F.group_norm(input.float(), self.num_groups, w, b, self.eps).to(input.dtype)
 
 
 class _ResnetCore(nn.Module):

@@ -191,3 +191,19 @@ def test_decode_rejects_bad_frame_count() -> None:
     vae = VAE(VAEConfig.tiny())
     with pytest.raises(ValueError, match="num_frames=4"):
         vae.decode(torch.zeros(6, 4, 4, 4), num_frames=4)
+
+
+def test_bfloat16_model_runs_close_to_fp32() -> None:
+    # the reference runs the VAE in fp32 (disable_first_stage_autocast); a half-precision copy must
+    # still run (the fp32 time_stack GroupNorm upcasts its parameters) and stay near the fp32 result
+    vae = _tiny_vae(6)
+    z = torch.randn(T, 4, 8, 8, generator=torch.Generator().manual_seed(7))
+    half = VAE(vae.cfg)
+    half.load_state_dict(vae.state_dict())
+    half = half.to(torch.bfloat16).eval()
+    with torch.no_grad():
+        ref = vae.decode(z, num_frames=T)
+        out = half.decode(z.to(torch.bfloat16), num_frames=T)
+    assert out.dtype == torch.bfloat16
+    rel = ((out.float() - ref).abs().max() / ref.abs().max()).item()
+    assert rel < 0.05, rel
