@@ -350,23 +350,23 @@ class VAE(nn.Module):
 
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.config = cfg
         self.encoder = Encoder(cfg)
         self.quant_conv = nn.Conv2d(2 * cfg.latent_channels, 2 * cfg.latent_channels, 1)
         self.decoder = TemporalDecoder(cfg)
 
     def encode(self, x: Tensor) -> Tensor:
         """Images (N, 3, H, W) in [-1, 1] -> posterior mode (N, z, H/f, W/f), NOT times scale_factor."""
-        if x.ndim != 4 or x.shape[1] != self.cfg.in_channels:
-            raise ValueError(f"encode expects (N, {self.cfg.in_channels}, H, W), got {tuple(x.shape)}")
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(f"encode expects (N, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
         moments = self.quant_conv(self.encoder(x))  # (N, 2*z, h, w) = [mean | logvar]
-        return moments[:, : self.cfg.latent_channels]  # mode of a diagonal Gaussian = its mean
+        return moments[:, : self.config.latent_channels]  # mode of a diagonal Gaussian = its mean
 
     def decode(self, z: Tensor, num_frames: int) -> Tensor:
         """Latents (B*T, z, h, w), already divided by scale_factor, T = num_frames frames per video,
         frames of one video contiguous -> (B*T, 3, H, W), roughly [-1, 1], not clamped."""
-        if z.ndim != 4 or z.shape[1] != self.cfg.latent_channels:
-            raise ValueError(f"decode expects (B*T, {self.cfg.latent_channels}, h, w), got {tuple(z.shape)}")
+        if z.ndim != 4 or z.shape[1] != self.config.latent_channels:
+            raise ValueError(f"decode expects (B*T, {self.config.latent_channels}, h, w), got {tuple(z.shape)}")
         if num_frames < 1 or z.shape[0] % num_frames:
             raise ValueError(f"decode got {z.shape[0]} latents, not a multiple of num_frames={num_frames}")
         return self.decoder(z, num_frames)

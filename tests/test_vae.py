@@ -65,7 +65,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[VAE, torch.nn.Module
     vae = _tiny_vae()
     folder = tmp_path_factory.mktemp("svd") / "vae"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(diffusers_config(vae.cfg)))
+    (folder / "config.json").write_text(json.dumps(diffusers_config(vae.config)))
     tensors = {k: v.contiguous() for k, v in to_diffusers(vae.state_dict()).items()}
     save_file(tensors, str(folder / "diffusion_pytorch_model.safetensors"))
     oracle, info = diffusers.AutoencoderKLTemporalDecoder.from_pretrained(
@@ -198,7 +198,7 @@ def test_bfloat16_model_runs_close_to_fp32() -> None:
     # still run (the fp32 time_stack GroupNorm upcasts its parameters) and stay near the fp32 result
     vae = _tiny_vae(6)
     z = torch.randn(T, 4, 8, 8, generator=torch.Generator().manual_seed(7))
-    half = VAE(vae.cfg)
+    half = VAE(vae.config)
     half.load_state_dict(vae.state_dict())
     half = half.to(torch.bfloat16).eval()
     with torch.no_grad():
