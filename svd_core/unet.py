@@ -11,7 +11,7 @@ strict `load_state_dict` after stripping that prefix.
 Sources (Stability-AI/generative-models):
 - sgm/modules/diffusionmodules/video_model.py: VideoUNet, VideoResBlock;
 - sgm/modules/diffusionmodules/openaimodel.py: ResBlock, Downsample, Upsample;
-- sgm/modules/diffusionmodules/util.py: timestep_embedding, GroupNorm32, AlphaBlender;
+- sgm/modules/diffusionmodules/util.py: GroupNorm32, AlphaBlender (timestep_embedding is svd_core.embeddings);
 - sgm/modules/attention.py: SpatialTransformer, BasicTransformerBlock, CrossAttention, GEGLU;
 - sgm/modules/video_attention.py: SpatialVideoTransformer, VideoTransformerBlock;
 - scripts/sampling/configs/svd_xt_1_1.yaml: network_config (the sizes of `UNetConfig.svd_xt`).
@@ -21,7 +21,6 @@ zeros its "learned_with_images" merge is exactly a = sigmoid(mix_factor) (util.p
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -30,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
+
+from .embeddings import timestep_embedding
 
 # Each batch of SDPA calls is kept below this many rows. The reference splits its xformers calls at
 # 32768 (attention.py MemoryEfficientCrossAttention, xformers issue 845); temporal attention at
@@ -160,22 +161,13 @@ class UNetConfig:
         )
 
 
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """Sinusoidal embedding, [cos, sin] order, in float32 (util.py timestep_embedding). (N,) -> (N, dim)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None, :]  # (N, half)
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        emb = F.pad(emb, (0, 1))
-    return emb
-
-
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 and cast back (util.py GroupNorm32; eps 1e-5, torch's default)."""
+    """GroupNorm computed in float32 and cast back (util.py GroupNorm32; eps 1e-5, torch's default).
+    The affine parameters are upcast too, so half-precision weights work on every device."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        w, b = self.weight.float(), self.bias.float()
+        return F.group_norm(x.float(), self.num_groups, w, b, self.eps).to(x.dtype)
 
 
 class AlphaBlender(nn.Module):
@@ -412,7 +404,7 @@ class UNet(nn.Module):
 
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.config = cfg
         mc, ted = cfg.model_channels, cfg.time_embed_dim
 
         def res(cin: int, cout: int) -> VideoResBlock:
@@ -462,13 +454,13 @@ class UNet(nn.Module):
             raise ValueError(f"x has {n} rows, not a whole number of videos of num_frames={num_frames}")
         for name, t, shape in (
             ("timesteps", timesteps, (n,)),
-            ("context", context, (n, -1, self.cfg.context_dim)),
-            ("y", y, (n, self.cfg.adm_in_channels)),
+            ("context", context, (n, -1, self.config.context_dim)),
+            ("y", y, (n, self.config.adm_in_channels)),
         ):
             if t.ndim != len(shape) or any(e not in (-1, s) for s, e in zip(t.shape, shape)):
                 raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {shape} (-1: any)")
         context = context.to(x.dtype)
-        emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels).to(x.dtype))
+        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(x.dtype))
         emb = emb + self.label_emb(y.to(x.dtype))  # (B*T, time_embed_dim)
 
         skips: list[Tensor] = []

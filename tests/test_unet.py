@@ -11,7 +11,8 @@ from einops import rearrange, repeat
 from safetensors.torch import save_file
 
 from svd_core.convert.unet import diffusers_config, from_diffusers, to_diffusers
-from svd_core.unet import UNet, UNetConfig, timestep_embedding
+from svd_core.embeddings import timestep_embedding
+from svd_core.unet import UNet, UNetConfig
 
 KEYS_JSON = Path(__file__).resolve().parents[2] / "shared" / "svd_xt_1_1.keys.json"
 PREFIX = "model.diffusion_model."
@@ -24,7 +25,7 @@ def _tiny_unet(seed: int = 0) -> UNet:
 def _save_diffusers(model: UNet, root: Path, num_frames: int) -> None:
     folder = root / "unet"
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(diffusers_config(model.cfg, num_frames=num_frames, sample_size=16)))
+    (folder / "config.json").write_text(json.dumps(diffusers_config(model.config, num_frames=num_frames, sample_size=16)))
     tensors = {k: v.contiguous() for k, v in to_diffusers(model.state_dict()).items()}
     save_file(tensors, str(folder / "diffusion_pytorch_model.safetensors"))
 
@@ -100,7 +101,7 @@ def test_round_trip_and_diffusers_loads_without_missing_keys() -> None:
     assert set(back) == set(sd)
     assert all(back[k] is sd[k] for k in sd)  # renaming only: the very same tensors
     oracle = diffusers.UNetSpatioTemporalConditionModel(**{
-        k: v for k, v in diffusers_config(model.cfg, num_frames=3).items() if not k.startswith("_")
+        k: v for k, v in diffusers_config(model.config, num_frames=3).items() if not k.startswith("_")
     })
     result = oracle.load_state_dict(theirs, strict=False)
     assert result.missing_keys == [] and result.unexpected_keys == []
@@ -158,3 +159,21 @@ def test_forward_rejects_bad_shapes(rng: torch.Generator) -> None:
         model(x, *ok, num_frames=4)
     with pytest.raises(ValueError, match="context"):
         model(x, ok[0], torch.zeros(6, 1, cfg.context_dim + 1), ok[2], num_frames=3)
+
+
+def test_bfloat16_weights_run_and_stay_close(rng: torch.Generator) -> None:
+    """Half-precision weights work on CPU (GroupNorm32 upcasts its affine parameters too) and the
+    output stays near the float32 one; timesteps stay float32 as the EDM wrapper passes them."""
+    cfg = UNetConfig.tiny()
+    model = _tiny_unet(2)
+    x = torch.randn(6, cfg.in_channels, 8, 8, generator=rng)
+    c_noise = torch.randn(6, generator=rng)
+    context = torch.randn(6, 1, cfg.context_dim, generator=rng)
+    y = torch.randn(6, cfg.adm_in_channels, generator=rng)
+    with torch.no_grad():
+        ref = model(x, c_noise, context, y, num_frames=3)
+        half = UNet(cfg).eval()
+        half.load_state_dict(model.state_dict())
+        out = half.to(torch.bfloat16)(x.bfloat16(), c_noise, context, y, num_frames=3)
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - ref).abs().max() <= 0.05 * ref.abs().max()
