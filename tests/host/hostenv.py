@@ -1,0 +1,325 @@
+"""Helpers of the host tests: find ComfyUI, build tiny checkpoints, load and shrink the example
+workflows, convert UI-format workflows to API format, count written frames."""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOWS = REPO / "example_workflows"
+WORKFLOW_NAMES = ("image_to_video", "text_to_image_to_video", "batch_of_images")
+COMFY = Path(os.environ.get("COMFYUI_PATH", "~/ComfyUI")).expanduser()
+HAVE_COMFY = (COMFY / "main.py").is_file() and (COMFY / "nodes.py").is_file()
+SKIP_REASON = f"ComfyUI not found at {COMFY} (set COMFYUI_PATH to a ComfyUI checkout to run the host tests)"
+
+SVD_CKPT = "svd_tiny.safetensors"
+SD_CKPT = "sd15_tiny.safetensors"
+FRAMES = 3  # frames per video in the shrunk workflows
+SIZE = 64  # width and height in the shrunk workflows
+
+log = logging.getLogger(__name__)
+
+
+# --- in-process host ---------------------------------------------------------------------------
+
+def start_inprocess_host(root: Path) -> Any:
+    """Import ComfyUI into this process (CPU), with its folders under `root`, and load the pack.
+    Returns ComfyUI's `nodes` module. Call once per process."""
+    if str(COMFY) not in sys.path[:1]:
+        sys.path.insert(0, str(COMFY))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.preview_method = comfy.cli_args.LatentPreviewMethod.Latent2RGB
+    import utils.extra_config  # noqa: F401  (before `nodes`: otherwise `utils` is comfy/utils.py)
+    import folder_paths
+
+    for name in ("input", "output", "temp", "checkpoints", "custom_nodes"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    folder_paths.set_input_directory(str(root / "input"))
+    folder_paths.set_output_directory(str(root / "output"))
+    folder_paths.set_temp_directory(str(root / "temp"))
+    folder_paths.add_model_folder_path("checkpoints", str(root / "checkpoints"), is_default=True)
+
+    import asyncio
+
+    import nodes
+
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    link = root / "custom_nodes" / "comfyui-svd-exact"
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+    asyncio.run(nodes.load_custom_node(str(link)))
+    return nodes
+
+
+class ServerStub:
+    """What PromptExecutor needs from the server when no server runs."""
+
+    def __init__(self) -> None:
+        self.client_id = None
+        self.last_node_id = None
+        self.last_prompt_id = None
+        self.sockets_metadata: dict[str, Any] = {}
+        self.messages: list[tuple[str, Any]] = []
+
+    def send_sync(self, event: str, data: Any, sid: Any = None) -> None:
+        self.messages.append((event, data))
+
+    def send_progress_text(self, text: str, node_id: Any, sid: Any = None) -> None:
+        pass
+
+
+# --- tiny checkpoints --------------------------------------------------------------------------
+
+def write_svd_checkpoint(path: Path) -> Path:
+    """svd_core's tiny random config, with a VAE of four levels so that its latent is 1/8 of the
+    image like the real model's (StableVideoEmptyLatent makes 1/8 latents)."""
+    from dataclasses import replace
+
+    import svd_core
+
+    tiny = svd_core.SVDConfig.tiny()
+    config = replace(tiny, vae=replace(tiny.vae, ch_mult=(1, 1, 2, 2)))
+    return Path(svd_core.save_random_checkpoint(path, config, seed=0, dtype=torch.float16))
+
+
+def _random_like(shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.Tensor]:
+    """Nonzero random fp16 tensors for a state dict's shapes, by the rules of conftest.randomize_:
+    weights N(0, 1/fan_in), norm scales 1 + 0.1 N(0, 1), the rest 0.1 N(0, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in shapes.items():
+        r = torch.randn(shape, generator=g)
+        leaf, parent = name.rsplit(".", 1)[-1], (name.rsplit(".", 2)[-2] if name.count(".") else "")
+        if len(shape) >= 2:
+            v = r / math.sqrt(r[0].numel())
+        elif leaf == "weight" and ("norm" in parent or parent.startswith("ln")):
+            v = 1.0 + 0.1 * r
+        else:
+            v = 0.1 * r
+        out[name] = v.to(torch.float16)
+    return out
+
+
+def write_sd15_checkpoint(path: Path) -> Path:
+    """A random SD1.5-layout checkpoint that ComfyUI's CheckpointLoaderSimple detects as SD1.5:
+    model_channels 320 and context_dim 768 (comfy/supported_models.py SD15) with one level and one
+    res block to stay small; CLIP-L text model and the SD VAE at the sizes ComfyUI builds them.
+    The modules are built on `meta` only for their names and shapes (ComfyUI's and transformers'
+    classes serve as the oracle of the layout)."""
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    shapes: dict[str, torch.Size] = {}
+    with torch.device("meta"):
+        unet = UNetModel(image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[1],
+                         channel_mult=[1], num_heads=8, use_spatial_transformer=True,
+                         transformer_depth=[1], transformer_depth_output=[1, 1], transformer_depth_middle=1,
+                         context_dim=768, use_linear_in_transformer=False, dtype=torch.float32, device="meta")
+        shapes.update({f"model.diffusion_model.{k}": v.shape for k, v in unet.state_dict().items()})
+        ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                    "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+        vae = AutoencoderKL(ddconfig=ddconfig, embed_dim=4)
+        shapes.update({f"first_stage_model.{k}": v.shape for k, v in vae.state_dict().items()})
+        cfg = json.loads((COMFY / "comfy" / "sd1_clip_config.json").read_text())
+        text = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in cfg.items() if k not in ("architectures", "torch_dtype")}))
+        shapes.update({f"cond_stage_model.transformer.{k}": v.shape for k, v in text.state_dict().items()
+                       if "position_ids" not in k})
+    save_file(_random_like(shapes, seed=1), str(path))
+    return path
+
+
+def write_inputs(folder: Path) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for src in sorted((WORKFLOWS / "input").glob("*.png")):
+        shutil.copy(src, folder / src.name)
+        names.append(src.name)
+    return names
+
+
+# --- workflows ---------------------------------------------------------------------------------
+
+def load_api(name: str) -> dict[str, Any]:
+    return json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+
+
+def load_ui(name: str) -> dict[str, Any]:
+    return json.loads((WORKFLOWS / f"{name}.json").read_text())
+
+
+def shrink(prompt: dict[str, Any], prefix: str) -> tuple[dict[str, Any], int]:
+    """The workflow at test size (64x64, FRAMES frames, 2 steps, the tiny checkpoints, outputs under
+    `prefix`). Returns the prompt and the number of frames each save node must write."""
+    p = copy.deepcopy(prompt)
+    for node in p.values():
+        t, i = node["class_type"], node["inputs"]
+        if t == "StableVideoCheckpointLoader":
+            i["ckpt_name"] = SVD_CKPT
+        elif t == "CheckpointLoaderSimple":
+            i["ckpt_name"] = SD_CKPT
+        elif t in ("StableVideoConditioning", "StableVideoEmptyLatent", "EmptyLatentImage"):
+            i["width"], i["height"] = SIZE, SIZE
+            if "frames" in i:
+                i["frames"] = FRAMES
+        elif t == "StableVideoSampler":
+            i["steps"] = 2
+        elif t == "KSampler":
+            i["steps"] = 1
+        elif t == "ImageFromBatch":
+            i["batch_index"] = (i["batch_index"] // i["length"]) * FRAMES
+            i["length"] = FRAMES
+        elif t in ("SaveAnimatedWEBP", "SaveWEBM"):
+            i["filename_prefix"] = f"{prefix}/{i['filename_prefix'].replace('/', '_')}"
+    return p, FRAMES
+
+
+def save_nodes(prompt: dict[str, Any]) -> list[str]:
+    return [k for k, v in prompt.items() if v["class_type"] in ("SaveAnimatedWEBP", "SaveWEBM")]
+
+
+def count_frames(path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return int(getattr(im, "n_frames", 1))
+
+
+def written_files(outputs: dict[str, Any], output_dir: Path) -> list[Path]:
+    files = []
+    for node_out in outputs.values():
+        for item in node_out.get("images", []):
+            files.append(output_dir / item.get("subfolder", "") / item["filename"])
+    return files
+
+
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+
+
+def widget_names(input_types: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(name, has a control_after_generate value) of each widget input, in the frontend's order."""
+    out = []
+    for section in ("required", "optional"):
+        for name, spec in input_types.get(section, {}).items():
+            kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+            is_widget = isinstance(kind, list) or kind in WIDGET_TYPES
+            if is_widget and not opts.get("forceInput"):
+                control = bool(opts.get("control_after_generate")) or name in ("seed", "noise_seed")
+                out.append((name, control))
+    return out
+
+
+def ui_to_api(ui: dict[str, Any], node_defs: dict[str, Any]) -> dict[str, Any]:
+    """Convert a UI-format workflow to API format with the node definitions (INPUT_TYPES): links
+    become [origin id, origin slot]; widgets_values are matched to widget inputs in order, skipping
+    the frontend's extra control value after a seed. MarkdownNote/Note nodes are dropped."""
+    links = {link[0]: link for link in ui["links"]}
+    api: dict[str, Any] = {}
+    for node in ui["nodes"]:
+        if node["type"] in ("Note", "MarkdownNote") or node.get("mode", 0) != 0:
+            continue
+        inputs: dict[str, Any] = {}
+        for slot in node.get("inputs", []):
+            if slot.get("link") is not None:
+                _, origin, origin_slot, _, _, _ = links[slot["link"]]
+                inputs[slot["name"]] = [str(origin), origin_slot]
+        values = list(node.get("widgets_values", []))
+        pos = 0
+        for name, control in widget_names(node_defs[node["type"]]):
+            if pos >= len(values):
+                break
+            if name not in inputs:
+                inputs[name] = values[pos]
+            pos += 2 if control else 1
+        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return api
+
+
+def api_to_ui(api: dict[str, Any], node_classes: dict[str, Any], title: str) -> dict[str, Any]:
+    """Lay out an API-format workflow as a UI-format (litegraph) workflow, the format of the templates
+    in the comfyui_workflow_templates package: nodes with typed input/output slots, a link table
+    [id, origin, origin slot, target, target slot, type] and widgets_values in widget order (a seed is
+    followed by its control value, "fixed"). Used to write the example workflows."""
+    import uuid
+
+    depth: dict[str, int] = {}
+
+    def level(nid: str) -> int:
+        if nid not in depth:
+            ups = [v[0] for v in api[nid]["inputs"].values() if isinstance(v, list)]
+            depth[nid] = 1 + max((level(u) for u in ups), default=-1)
+        return depth[nid]
+
+    order = sorted(api, key=lambda n: (level(n), int(n)))
+    links: list[list[Any]] = []
+    outputs: dict[str, list[dict[str, Any]]] = {}
+    for nid in order:
+        cls = node_classes[api[nid]["class_type"]]
+        names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
+        outputs[nid] = [{"name": n, "type": t, "slot_index": i, "links": []}
+                        for i, (n, t) in enumerate(zip(names, cls.RETURN_TYPES))]
+    nodes = []
+    rows: dict[int, int] = {}
+    for idx, nid in enumerate(order):
+        node = api[nid]
+        cls = node_classes[node["class_type"]]
+        types = cls.INPUT_TYPES()
+        slots = []
+        for section in ("required", "optional"):
+            for name, spec in types.get(section, {}).items():
+                value = node["inputs"].get(name)
+                kind = spec[0]
+                is_widget = isinstance(kind, list) or kind in WIDGET_TYPES
+                if isinstance(value, list):
+                    links.append([len(links) + 1, int(value[0]), value[1], int(nid), len(slots),
+                                  outputs[value[0]][value[1]]["type"]])
+                    outputs[value[0]][value[1]]["links"].append(len(links))
+                    slot = {"name": name, "type": "COMBO" if isinstance(kind, list) else kind, "link": len(links)}
+                    if is_widget:
+                        slot["widget"] = {"name": name}
+                    slots.append(slot)
+                elif not is_widget:
+                    slots.append({"name": name, "type": kind, "link": None})
+        values: list[Any] = []
+        for name, control in widget_names(types):
+            values.append(node["inputs"].get(name))
+            if control:
+                values.append("fixed")
+        if node["class_type"] == "LoadImage":
+            values.append("image")  # the upload button's widget value, as the frontend saves it
+        col = depth[nid]
+        row = rows.get(col, 0)
+        rows[col] = row + 1
+        nodes.append({
+            "id": int(nid), "type": node["class_type"], "pos": [40 + 380 * col, 40 + 300 * row], "size": [340, 260],
+            "flags": {}, "order": idx, "mode": 0, "inputs": slots, "outputs": outputs[nid],
+            "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": values,
+        })
+    return {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-svd-exact/{title}")), "revision": 0,
+        "last_node_id": max(int(n) for n in api), "last_link_id": len(links), "nodes": nodes, "links": links,
+        "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
+    }
+
+
+if __name__ == "__main__":  # python3 tests/host/hostenv.py: (re)write the UI-format example workflows
+    import tempfile
+
+    sys.path.insert(0, str(REPO / "tests"))
+    comfy_nodes = start_inprocess_host(Path(tempfile.mkdtemp()))
+    for wf_name in WORKFLOW_NAMES:
+        ui_wf = api_to_ui(load_api(wf_name), comfy_nodes.NODE_CLASS_MAPPINGS, wf_name)
+        (WORKFLOWS / f"{wf_name}.json").write_text(json.dumps(ui_wf, indent=2) + "\n")
