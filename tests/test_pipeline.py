@@ -133,7 +133,11 @@ def test_batch_of_two_equals_one_by_one(models):
 
     both = run(slice(0, 2))
     one_by_one = torch.cat([run(slice(0, 1)), run(slice(1, 2))])
-    torch.testing.assert_close(both, one_by_one, rtol=0, atol=1e-5)
+    # Convolutions round differently for different batch sizes (measured: 3e-6 in the VAE encoder), and
+    # random-weight networks amplify that about a hundredfold (UNet ~40x, decoder ~75x): 3.5e-4 in the
+    # frames. A video conditioned on the other image, or frames crossing videos, differs by ~1e-1.
+    torch.testing.assert_close(both, one_by_one, rtol=0, atol=2e-3)
+    assert (both[0] - both[1]).abs().max() > 1e-2
 
 
 def test_generate_same_seed_same_video_and_shapes(models):
