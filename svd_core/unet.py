@@ -112,6 +112,13 @@ class UNetConfig:
             found = {int(m.group(1)) for k in names if (m := re.match(prefix + r"(\d+)\.", k))}
             return sorted(found)
 
+        def out_width(block: str) -> int:
+            """Output channels of a res-block, from the first of its tensors that is present."""
+            for leaf in ("out_layers.3.weight", "out_layers.3.bias", "in_layers.2.weight", "emb_layers.1.weight"):
+                if block + leaf in shapes:
+                    return int(shapes[block + leaf][0])
+            raise ValueError(f"no res-block at '{block}' (expected '{block}out_layers.3.weight')")
+
         inputs = block_ids("input_blocks.")
         down_ids = [i for i in inputs if f"input_blocks.{i}.0.op.weight" in shapes]
         num_res_blocks = down_ids[0] - 1 if down_ids else len(inputs) - 1
@@ -127,7 +134,7 @@ class UNetConfig:
         depth: int | None = None
         for level in range(num_levels):
             first = 1 + level * (num_res_blocks + 1)  # first res-block of this level
-            width = int(shapes[f"input_blocks.{first}.0.out_layers.3.weight"][0])
+            width = out_width(f"input_blocks.{first}.0.")
             if width % model_channels:
                 raise ValueError(f"level {level} has {width} channels, not a multiple of {model_channels}")
             channel_mult.append(width // model_channels)
@@ -146,7 +153,12 @@ class UNetConfig:
         adm = int(shapes["label_emb.0.0.weight"][1]) if "label_emb.0.0.weight" in shapes else -1
         if adm <= 0 or adm % 3:
             raise ValueError(f"label_emb.0.0 takes {adm} inputs; SVD's y is 3 embeddings of equal width")
-        kernel = shapes["input_blocks.1.0.time_stack.in_layers.2.weight"]
+        # any temporal conv tells the kernel (k, 1, 1); read from whichever is present, so that a
+        # loader can still name a single missing tensor itself
+        pattern = re.compile(r"\.time_stack\.(in|out)_layers\.[23]\.weight$")
+        kernel = next((v for k, v in shapes.items() if pattern.search(k)), None)
+        if kernel is None or len(kernel) != 5:
+            raise ValueError("no temporal conv ('*.time_stack.in_layers.2.weight', 5-D) to read the kernel size from")
         return cls(
             in_channels=in_channels,
             out_channels=out_channels,
