@@ -73,20 +73,28 @@ def read_header(path: Path) -> dict[str, _Tensor]:
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            head = f.read(8)
-            if head[:2] == b"PK" or head[:1] == b"\x80":
+            head = f.read(9)  # 8-byte little-endian header length, then the JSON header's "{"
+            looks_safetensors = len(head) == 9 and head[8:9] == b"{"
+            is_zip = head.startswith(b"PK\x03\x04")  # torch.save's zip container
+            is_pickle = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")  # pickle PROTO
+            if (is_zip or is_pickle) and not looks_safetensors:
                 raise CheckpointError(
                     f"checkpoint '{path}' is a pickle / PyTorch .ckpt/.bin/.pt file; only .safetensors "
                     "files are loaded (pickle files can run arbitrary code)"
                 )
-            if len(head) < 8:
-                raise CheckpointError(f"checkpoint '{path}' is not a safetensors file: {size} bytes, too short for a header")
-            (n,) = struct.unpack("<Q", head)
-            if n < 2 or 8 + n > size or n > 100 * 2**20:
+            if not looks_safetensors:
                 raise CheckpointError(
-                    f"checkpoint '{path}' is not a valid safetensors file: header length {n} does not fit "
-                    f"the file size {size} (truncated or not safetensors)"
+                    f"checkpoint '{path}' is not a valid safetensors file ({size} bytes, no JSON header after "
+                    "the 8-byte length)"
                 )
+            (n,) = struct.unpack("<Q", head[:8])
+            if 8 + n > size:
+                raise CheckpointError(
+                    f"checkpoint '{path}' is truncated: its header alone needs {8 + n} bytes, the file has {size}"
+                )
+            if n > 100 * 2**20:
+                raise CheckpointError(f"checkpoint '{path}' is not a valid safetensors file: header length {n} is implausible")
+            f.seek(8)
             raw = f.read(n)
     except OSError as e:
         raise CheckpointError(f"checkpoint '{path}' cannot be read: {e}") from e
