@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,8 +74,7 @@ class ProgressBar:
 def load_image(path: Path) -> torch.Tensor:
     """(1, 3, H, W) float in [0, 1]; an alpha channel is dropped, grayscale is repeated to RGB."""
     with Image.open(path) as im:
-        im = im.convert("RGB")
-        arr = np.asarray(im, dtype=np.float32) / 255.0
+        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
 
 
@@ -96,7 +96,7 @@ def write_video(frames: torch.Tensor, path: Path, fps: int) -> None:
             raise SystemExit(f"writing '{path}' needs PyAV (pip install av); write .webp or .gif instead") from e
         with av.open(str(path), mode="w") as container:
             codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-            stream = container.add_stream(codec, rate=fps)
+            stream: Any = container.add_stream(codec, rate=fps)  # a VideoStream
             stream.width, stream.height = arr.shape[2], arr.shape[1]
             stream.pix_fmt = "yuv420p"
             for a in arr:
