@@ -290,12 +290,13 @@ class Attention(nn.Module):
         q, k, v = (
             rearrange(p, "n s (h d) -> n h s d", h=self.heads) for p in (self.to_q(x), self.to_k(ctx), self.to_v(ctx))
         )
-        out = torch.cat(
-            [
-                F.scaled_dot_product_attention(q[i : i + _MAX_ATTENTION_BATCH], k[i : i + _MAX_ATTENTION_BATCH], v[i : i + _MAX_ATTENTION_BATCH])
-                for i in range(0, q.shape[0], _MAX_ATTENTION_BATCH)
-            ]
-        )  # (N, heads, S, head_dim); softmax scale head_dim**-0.5 as in the reference
+        # (N, heads, S, head_dim); default softmax scale head_dim**-0.5, as the reference's
+        step = _MAX_ATTENTION_BATCH
+        if q.shape[0] <= step:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            parts = [F.scaled_dot_product_attention(q[i : i + step], k[i : i + step], v[i : i + step]) for i in range(0, q.shape[0], step)]
+            out = torch.cat(parts)
         return self.to_out[0](rearrange(out, "n h s d -> n s (h d)"))
 
 

@@ -180,3 +180,22 @@ def test_bfloat16_weights_run_and_stay_close(rng: torch.Generator) -> None:
         out = half.to(torch.bfloat16)(x.bfloat16(), c_noise, context, y, num_frames=3)
     assert out.dtype == torch.bfloat16
     assert (out.float() - ref).abs().max() <= 0.05 * ref.abs().max()
+
+
+def test_attention_split_into_batches_is_exact(rng: torch.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attention over more rows than _MAX_ATTENTION_BATCH runs in pieces with the same result."""
+    import svd_core.unet as unet_module
+
+    cfg = UNetConfig.tiny()
+    model = _tiny_unet(3)
+    args = (
+        torch.randn(6, cfg.in_channels, 8, 8, generator=rng),
+        torch.randn(6, generator=rng),
+        torch.randn(6, 1, cfg.context_dim, generator=rng),
+        torch.randn(6, cfg.adm_in_channels, generator=rng),
+    )
+    with torch.no_grad():
+        whole = model(*args, num_frames=3)
+        monkeypatch.setattr(unet_module, "_MAX_ATTENTION_BATCH", 7)
+        pieces = model(*args, num_frames=3)
+    assert torch.allclose(whole, pieces, atol=1e-6, rtol=0)
