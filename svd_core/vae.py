@@ -60,7 +60,8 @@ class VAEConfig:
     @classmethod
     def tiny(cls) -> VAEConfig:
         # num_res_blocks stays 2: diffusers' temporal decoder ties its mid-block depth to it.
-        return cls(ch=32, ch_mult=(1, 2), num_res_blocks=2)
+        # Four levels keep the real 8x downscale (what ComfyUI's latent nodes assume) at little cost.
+        return cls(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=2)
 
     @classmethod
     def from_shapes(cls, shapes: Mapping[str, Sequence[int]]) -> VAEConfig:
