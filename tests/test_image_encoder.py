@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import randomize_
+from svd_core.random_weights import randomize_
 
 from svd_core.convert.image_encoder import from_transformers, to_transformers, transformers_config
 from svd_core.image_encoder import (

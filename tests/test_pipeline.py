@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import randomize_
+from svd_core.random_weights import randomize_
 from svd_core import SVDConfig, build_models, decode_latents, encode_conditioning, generate, load_models, sample_video
 from svd_core.convert.folder import save_diffusers_folder
 

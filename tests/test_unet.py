@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import randomize_
+from svd_core.random_weights import randomize_
 from einops import rearrange, repeat
 from safetensors.torch import save_file
 

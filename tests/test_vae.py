@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import randomize_
+from svd_core.random_weights import randomize_
 from svd_core.convert.vae import TABLE, diffusers_config, from_diffusers, to_diffusers
 from svd_core.vae import VAE, VAEConfig
 
