@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -51,13 +50,19 @@ def make_config(model: str, frames: int, width: int, height: int):  # type: igno
     )
 
 
+def _status_mb(field: str) -> float:
+    """VmRSS / VmHWM of this process image. (ru_maxrss would not do: Linux keeps the parent's peak
+    across fork + exec, so every child would start with the parent's high-water mark.)"""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024.0
+
+
 def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return _status_mb("VmRSS")
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return _status_mb("VmHWM")
 
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}

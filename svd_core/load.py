@@ -15,9 +15,9 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
 
 from .config import PRESETS, SVDConfig, preset_for_filename
 from .convert import image_encoder as convert_image_encoder
@@ -66,6 +66,8 @@ class _Tensor:
     key: str
     shape: tuple[int, ...]
     dtype: str = "F32"
+    start: int = 0  # absolute byte offsets of the tensor's data in the file
+    end: int = 0
 
 
 def read_header(path: Path) -> dict[str, _Tensor]:
@@ -117,7 +119,9 @@ def read_header(path: Path) -> dict[str, _Tensor]:
                 f"checkpoint '{path}' is truncated: tensor '{key}' ends at byte {end} of the data section, "
                 f"but only {data_size} bytes are present"
             )
-        out[key] = _Tensor(path, key, shape, str(dtype))
+        if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end):
+            raise CheckpointError(f"checkpoint '{path}' has a malformed header entry for '{key}': {info!r}")
+        out[key] = _Tensor(path, key, shape, str(dtype), 8 + n + begin, 8 + n + end)
     return out
 
 
@@ -265,8 +269,7 @@ def load_models(
         if path.is_dir():
             sd = _load_diffusers_part(path, part, tensors[part], dtype, device)
         else:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                sd = {ours: f.get_tensor(t.key).to(device=device, dtype=dtype) for ours, t in renamed[part].items()}
+            sd = read_tensors(renamed[part], dtype, device)
         module = getattr(models, part)
         module.load_state_dict(sd, strict=True, assign=True)
         module.eval().requires_grad_(False)
@@ -290,12 +293,50 @@ def _rename_meta(folder: Path, tensors: dict[str, dict[str, _Tensor]]) -> dict[s
 
 def _load_diffusers_part(folder: Path, part: str, tensors: Mapping[str, _Tensor], dtype: torch.dtype, device: str | torch.device) -> dict[str, torch.Tensor]:
     _, rename = _DIFFUSERS_PARTS[part]
-    files: dict[Path, list[str]] = {}
-    for k, t in tensors.items():
-        files.setdefault(t.file, []).append(k)
-    sd: dict[str, torch.Tensor] = {}
-    for file, keys in files.items():
-        with safe_open(str(file), framework="pt", device="cpu") as f:
-            for k in keys:
-                sd[k] = f.get_tensor(k).to(device=device, dtype=dtype)
-    return rename(sd)
+    return rename(read_tensors(tensors, dtype, device))
+
+
+# safetensors dtype names (the format's spec) -> torch dtypes
+_ST_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
+
+
+def read_tensors(tensors: Mapping[str, _Tensor], dtype: torch.dtype, device: str | torch.device) -> dict[str, torch.Tensor]:
+    """Read tensors straight from their files into fresh CPU memory, one at a time, then cast / move each.
+
+    No memory map: a mapped file's pages would count twice beside the weights while loading, and a
+    cast of a whole state dict would too. Peak memory is the weights in `dtype` plus one tensor.
+    safetensors stores little-endian data, as every platform torch runs on does.
+    """
+    out: dict[str, torch.Tensor] = {}
+    handles: dict[Path, Any] = {}
+    scratch: torch.Tensor | None = None  # one reusable buffer for tensors that change dtype or device
+    try:
+        for name, t in tensors.items():
+            if t.dtype not in _ST_DTYPES:
+                raise CheckpointError(f"checkpoint '{t.file}': tensor '{t.key}' has dtype {t.dtype}; expected F32, F16 or BF16")
+            file_dtype, nbytes = _ST_DTYPES[t.dtype], t.end - t.start
+            f = handles.get(t.file)
+            if f is None:
+                f = handles[t.file] = open(t.file, "rb", buffering=0)
+            direct = (file_dtype == dtype or not file_dtype.is_floating_point) and torch.device(device).type == "cpu"
+            if direct:  # read straight into the final tensor
+                raw = torch.empty(nbytes, dtype=torch.uint8)
+            else:  # read into the scratch buffer, then cast / move into a tensor of exactly the final size
+                if scratch is None or scratch.numel() < nbytes:
+                    scratch = torch.empty(max(nbytes, 64 * 2**20), dtype=torch.uint8)
+                raw = scratch[:nbytes]
+            f.seek(t.start)
+            if f.readinto(raw.numpy().data) != nbytes:
+                raise CheckpointError(f"checkpoint '{t.file}' is truncated: tensor '{t.key}' could not be read whole")
+            value = raw.view(file_dtype).reshape(t.shape)
+            if not file_dtype.is_floating_point:
+                out[name] = value
+            else:
+                out[name] = value if direct else value.to(device=device, dtype=dtype, copy=True)
+    finally:
+        for f in handles.values():
+            f.close()
+    return out
