@@ -299,6 +299,16 @@ class Attention(nn.Module):
             out = torch.cat(parts)
         return self.to_out[0](rearrange(out, "n h s d -> n s (h d)"))
 
+    def single_key(self, context: Tensor) -> Tensor:
+        """The output for a context of ONE token, (N, 1, D) -> (N, 1, query_dim), whatever the queries.
+
+        Softmax over a single key is exactly 1, so every query receives that key's value: q, k and the
+        scores are not needed. SVD's context is always one token (the CLIP image embedding), so this is
+        every cross-attention of the model, spatial and temporal; the result is the same, bit for bit
+        up to the GEMM's rounding, and the temporal one no longer projects a copy per position.
+        """
+        return self.to_out[0](self.to_v(context))
+
 
 class GEGLU(nn.Module):
     """Linear to 2*inner, value * gelu(gate), exact (erf) gelu (attention.py GEGLU)."""
@@ -338,7 +348,10 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         x = self.attn1(self.norm1(x)) + x
-        x = self.attn2(self.norm2(x), context) + x
+        if context.shape[1] == 1:  # one context token: see Attention.single_key (norm2(x) is not needed)
+            x = x + self.attn2.single_key(context)  # (N, 1, C) broadcast over the queries
+        else:
+            x = self.attn2(self.norm2(x), context) + x
         return self.ff(self.norm3(x)) + x
 
 
@@ -352,10 +365,17 @@ class TemporalTransformerBlock(TransformerBlock):
         self.ff_in = FeedForward(dim, dim)
 
     def forward(self, x: Tensor, context: Tensor, num_frames: int) -> Tensor:  # type: ignore[override]
+        """x (B*T, S, C); context (B, L, D): each video's first-frame context, seen at every position."""
         s = x.shape[1]
         z = rearrange(x, "(b t) s c -> (b s) t c", t=num_frames)
         z = self.ff_in(self.norm_in(z)) + z
-        z = super().forward(z, context)  # context: (B*S, L, D), one row per position
+        z = self.attn1(self.norm1(z)) + z
+        if context.shape[1] == 1:  # one token: its value, per video, broadcast over positions and frames
+            v = self.attn2.single_key(context)  # (B, 1, C)
+            z = rearrange(rearrange(z, "(b s) t c -> b s t c", s=s) + v[:, None], "b s t c -> (b s) t c")
+        else:
+            z = self.attn2(self.norm2(z), repeat(context, "b l d -> (b s) l d", s=s)) + z
+        z = self.ff(self.norm3(z)) + z
         return rearrange(z, "(b s) t c -> (b t) s c", s=s)
 
 
@@ -384,7 +404,6 @@ class SpatialVideoTransformer(nn.Module):
         n, c, h, w = x.shape  # (B*T, C, H, W)
         # the temporal cross-attention sees the first frame's context of each video, at every position
         first = rearrange(context, "(b t) l d -> b t l d", t=num_frames)[:, 0]  # (B, L, D)
-        time_context = repeat(first, "b l d -> (b s) l d", s=h * w)  # (B*H*W, L, D)
         frames = repeat(torch.arange(num_frames, device=x.device), "t -> (b t)", b=n // num_frames)
         z = rearrange(self.norm(x), "n c h w -> n (h w) c")
         z = self.proj_in(z)  # (B*T, H*W, inner)
@@ -392,7 +411,7 @@ class SpatialVideoTransformer(nn.Module):
         frame_emb = rearrange(frame_emb, "n c -> n 1 c")
         for block, time_block in zip(self.transformer_blocks, self.time_stack):
             z = block(z, context)
-            z = self.time_mixer(z, time_block(z + frame_emb, time_context, num_frames))
+            z = self.time_mixer(z, time_block(z + frame_emb, first, num_frames))
         z = self.proj_out(z)
         return rearrange(z, "n (h w) c -> n c h w", h=h, w=w) + x
 

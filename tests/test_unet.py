@@ -199,3 +199,24 @@ def test_attention_split_into_batches_is_exact(rng: torch.Generator, monkeypatch
         monkeypatch.setattr(unet_module, "_MAX_ATTENTION_BATCH", 7)
         pieces = model(*args, num_frames=3)
     assert torch.allclose(whole, pieces, atol=1e-6, rtol=0)
+
+
+def test_single_context_token_shortcut_equals_full_attention() -> None:
+    """SVD's context is one token: softmax over one key is 1, so the cross-attention is that key's value.
+    The UNet takes that shortcut; the general path (several tokens) must give the same numbers."""
+    from svd_core.unet import Attention, TemporalTransformerBlock
+
+    g = torch.Generator().manual_seed(0)
+    attn = randomize_(Attention(64, 32, heads=1, head_dim=64), seed=3)
+    x, ctx = torch.randn(6, 10, 64, generator=g), torch.randn(6, 1, 32, generator=g)
+    full = attn(x, ctx)  # scaled_dot_product_attention over the single key
+    torch.testing.assert_close(attn.single_key(ctx).expand_as(full), full, rtol=0, atol=1e-6)
+
+    block = randomize_(TemporalTransformerBlock(64, 1, 64, 32), seed=4).eval()
+    b, t, s = 2, 3, 5
+    z, first = torch.randn(b * t, s, 64, generator=g), torch.randn(b, 1, 32, generator=g)
+    with torch.no_grad():
+        fast = block(z, first, num_frames=t)
+        # the same with two identical context tokens takes the general path and must agree
+        general = block(z, first.repeat(1, 2, 1), num_frames=t)
+    torch.testing.assert_close(fast, general, rtol=0, atol=1e-5)
