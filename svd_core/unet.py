@@ -496,7 +496,9 @@ class UNet(nn.Module):
         emb = emb + self.label_emb(y.to(x.dtype))  # (B*T, time_embed_dim)
 
         skips: list[Tensor] = []
-        h = x
+        # Channels-last memory: convolutions take their faster NHWC path, and the transformers' token
+        # layout "(h w) c" folds back to it for free. Only convolution rounding changes.
+        h = x.contiguous(memory_format=torch.channels_last)
         for stage in self.input_blocks:
             h = stage(h, emb, context, num_frames)
             skips.append(h)
