@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--decode-chunk-size", type=int, default=None, help="frames decoded at once (default 14, the reference's)")
     g.add_argument("--preset", choices=sorted(PRESETS), default=None, help="sampling defaults (default: guessed from the file name)")
     g.add_argument("--dtype", choices=("auto", *DTYPES), default="auto", help="compute dtype (auto: fp16 on GPU, fp32 on CPU)")
+    g.add_argument("--vae-dtype", choices=DTYPES, default="fp32",
+                   help="VAE dtype (default fp32, as the reference runs its VAE; bf16 saves memory when decoding)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -125,7 +127,8 @@ def run_generate(args: argparse.Namespace) -> int:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     dtype = DTYPES.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
     try:
-        models = load_models(args.checkpoint, dtype=dtype, device=device, preset=args.preset)
+        models = load_models(args.checkpoint, dtype=dtype, device=device, preset=args.preset,
+                             vae_dtype=DTYPES[args.vae_dtype])
     except CheckpointError as e:
         log.error("%s", e)
         return 2

@@ -230,10 +230,13 @@ def load_models(
     dtype: torch.dtype = torch.float16,
     device: str | torch.device = "cpu",
     preset: str | None = None,
+    vae_dtype: torch.dtype | None = None,
 ) -> SVDModels:
     """Load an SVD checkpoint: the official single .safetensors file, or a diffusers folder.
 
-    `dtype` is the compute dtype of all three models (fp32, fp16 or bf16, whatever the file stores);
+    `dtype` is the compute dtype of the models (fp32, fp16 or bf16, whatever the file stores);
+    `vae_dtype`, when given, that of the VAE alone (the reference runs its VAE in fp32:
+    disable_first_stage_autocast / disable_encoder_autocast in svd_xt_1_1.yaml);
     `preset` picks the sampling defaults (svd / svd_xt / svd_xt_1_1; guessed from the name when None).
     Raises CheckpointError, naming the file and the first offending keys, for anything else.
     """
@@ -266,15 +269,16 @@ def load_models(
 
     models = build_models(config, device="meta")
     for part in PARTS:
+        part_dtype = vae_dtype if (part == "vae" and vae_dtype is not None) else dtype
         if path.is_dir():
-            sd = _load_diffusers_part(path, part, tensors[part], dtype, device)
+            sd = _load_diffusers_part(path, part, tensors[part], part_dtype, device)
         else:
-            sd = read_tensors(renamed[part], dtype, device)
+            sd = read_tensors(renamed[part], part_dtype, device)
         module = getattr(models, part)
         module.load_state_dict(sd, strict=True, assign=True)
         module.eval().requires_grad_(False)
         del sd
-    log.info("loaded %s from '%s' as %s on %s", config.name, path, dtype, device)
+    log.info("loaded %s from '%s' as %s (VAE %s) on %s", config.name, path, dtype, vae_dtype or dtype, device)
     return models
 
 

@@ -236,3 +236,11 @@ def test_loading_never_holds_weights_twice(tmp_path, file_dtype, dtype):
     # Measured 1.08x (fp16 file) to 1.15x (fp32 file): the weights, one tensor in flight and allocator
     # slack. Holding a second copy (a mapped file, or a whole state dict cast at the end) would be ~2x.
     assert r["growth"] <= 1.3 * r["weights"], r
+
+
+def test_vae_dtype_can_differ(tiny_file):
+    """The reference runs its VAE in fp32 while the UNet runs in half precision."""
+    models = load_models(tiny_file, dtype=torch.bfloat16, vae_dtype=torch.float32)
+    assert {p.dtype for p in models.unet.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in models.image_encoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in models.vae.parameters()} == {torch.float32}

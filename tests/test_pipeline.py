@@ -180,3 +180,17 @@ def test_generate_callback_sees_every_step(models):
 def test_generate_refuses_bad_images(models, bad, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         generate(models, bad, num_frames=T, num_steps=1)
+
+
+def test_generate_with_half_unet_and_fp32_vae(tmp_path):
+    """The reference's precision split: UNet and image encoder in half precision, VAE in fp32."""
+    from svd_core import save_random_checkpoint
+
+    path = save_random_checkpoint(tmp_path / "svd_xt_1_1.safetensors", SVDConfig.tiny(), seed=2)
+    full = load_models(path, dtype=torch.float32)
+    mixed = load_models(path, dtype=torch.bfloat16, vae_dtype=torch.float32)
+    image = _images(1, seed=13)
+    a = generate(full, image, num_frames=T, num_steps=2, seed=1)
+    b = generate(mixed, image, num_frames=T, num_steps=2, seed=1)
+    assert b.dtype == torch.float32 and b.shape == a.shape
+    assert (a - b).abs().mean() < 0.05  # bf16 rounding only
