@@ -124,11 +124,11 @@ class StableVideoCheckpointLoader(io.ComfyNode):
         enc_dtype = chosen or mm.text_encoder_dtype(enc_dev)
         vae_dtype = chosen or mm.vae_dtype(vae_dev, allowed_dtypes=[torch.bfloat16, torch.float32])
         try:
-            models = svd_core.load_models(path, dtype=unet_dtype, device=mm.unet_offload_device())
+            models = svd_core.load_models(path, dtype=unet_dtype, vae_dtype=vae_dtype, device=mm.unet_offload_device())
         except svd_core.CheckpointError as e:
             raise ValueError(f"ckpt_name '{ckpt_name}' cannot be loaded as an SVD model: {e}") from e
         encoder = models.image_encoder.to(device=mm.text_encoder_offload_device(), dtype=enc_dtype)
-        vae = models.vae.to(device=mm.vae_offload_device(), dtype=vae_dtype)
+        vae = models.vae.to(device=mm.vae_offload_device())
         log.info("loaded %s: unet %s, image encoder %s, vae %s", ckpt_name, unet_dtype, enc_dtype, vae_dtype)
         return io.NodeOutput(
             ModelHandle(_patcher(models.unet, unet_dev, mm.unet_offload_device()), models.config),
