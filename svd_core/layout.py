@@ -48,3 +48,11 @@ def part_of(file_name: str) -> tuple[str, str] | None:
             if file_name.startswith(theirs):
                 return part, ours + file_name[len(theirs):]
     return None
+
+
+def file_name(part: str, name: str) -> str:
+    """The checkpoint's name for the tensor `name` of `part` (the inverse of `part_of`)."""
+    for ours, theirs in SINGLE_FILE_PREFIXES[part].items():
+        if name.startswith(ours):
+            return theirs + name[len(ours):]
+    raise KeyError(f"'{name}' is not a tensor name of the {part}")

@@ -202,19 +202,20 @@ def _safetensors_in(folder: Path) -> list[Path]:
     return plain or [f for f in files if f.name.split(".")[-2] == files[0].name.split(".")[-2]]
 
 
-_DIFFUSERS_PARTS: dict[str, tuple[str, Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]]] = {
-    "unet": ("unet", convert_unet.from_diffusers),
-    "image_encoder": ("image_encoder", convert_image_encoder.from_transformers),
-    "vae": ("vae", convert_vae.from_diffusers),
+# part -> renaming from the diffusers / transformers names; each part lives in the subfolder of its name.
+_FROM_DIFFUSERS: dict[str, Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
+    "unet": convert_unet.from_diffusers,
+    "image_encoder": convert_image_encoder.from_transformers,
+    "vae": convert_vae.from_diffusers,
 }
 
 
 def _diffusers_headers(folder: Path) -> dict[str, dict[str, _Tensor]]:
     out: dict[str, dict[str, _Tensor]] = {}
-    for part, (sub, _) in _DIFFUSERS_PARTS.items():
-        d = folder / sub
+    for part in _FROM_DIFFUSERS:
+        d = folder / part
         if not d.is_dir():
-            raise CheckpointError(f"diffusers folder '{folder}' has no '{sub}/' subfolder (expected unet/, vae/, image_encoder/)")
+            raise CheckpointError(f"diffusers folder '{folder}' has no '{part}/' subfolder (expected unet/, vae/, image_encoder/)")
         merged: dict[str, _Tensor] = {}
         for f in _safetensors_in(d):
             merged.update(read_header(f))
@@ -285,19 +286,18 @@ def load_models(
 def _rename_meta(folder: Path, tensors: dict[str, dict[str, _Tensor]]) -> dict[str, dict[str, _Tensor]]:
     """Run each part's renaming on shape-only (meta) tensors to learn our names and shapes first."""
     out: dict[str, dict[str, _Tensor]] = {}
-    for part, (sub, rename) in _DIFFUSERS_PARTS.items():
+    for part, rename in _FROM_DIFFUSERS.items():
         meta = {k: torch.empty(t.shape, device="meta") for k, t in tensors[part].items()}
         try:
             ours = rename(meta)
         except (KeyError, ValueError, RuntimeError, IndexError) as e:
-            raise CheckpointError(f"diffusers folder '{folder / sub}' is not an SVD {part}: {e}") from e
-        out[part] = {k: _Tensor(folder / sub, k, tuple(v.shape)) for k, v in ours.items()}
+            raise CheckpointError(f"diffusers folder '{folder / part}' is not an SVD {part}: {e}") from e
+        out[part] = {k: _Tensor(folder / part, k, tuple(v.shape)) for k, v in ours.items()}
     return out
 
 
 def _load_diffusers_part(folder: Path, part: str, tensors: Mapping[str, _Tensor], dtype: torch.dtype, device: str | torch.device) -> dict[str, torch.Tensor]:
-    _, rename = _DIFFUSERS_PARTS[part]
-    return rename(read_tensors(tensors, dtype, device))
+    return _FROM_DIFFUSERS[part](read_tensors(tensors, dtype, device))
 
 
 # safetensors dtype names (the format's spec) -> torch dtypes

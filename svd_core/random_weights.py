@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from .config import SVDConfig
-from .layout import SINGLE_FILE_PREFIXES
+from .layout import SINGLE_FILE_PREFIXES, file_name
 
 
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -50,19 +50,10 @@ def random_state_dict(config: SVDConfig, *, seed: int = 0, dtype: torch.dtype = 
     models = build_models(config, device=torch.device("meta"))
     g = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
-    for part, ours_to_file in SINGLE_FILE_PREFIXES.items():
-        module = getattr(models, part)
-        for name, p in module.state_dict().items():
-            file_name = _to_file_name(name, ours_to_file)
-            out[file_name] = random_tensor(name, tuple(p.shape), g).to(dtype)
+    for part in SINGLE_FILE_PREFIXES:
+        for name, p in getattr(models, part).state_dict().items():
+            out[file_name(part, name)] = random_tensor(name, tuple(p.shape), g).to(dtype)
     return out
-
-
-def _to_file_name(name: str, ours_to_file: dict[str, str]) -> str:
-    for ours, theirs in ours_to_file.items():
-        if name.startswith(ours):
-            return theirs + name[len(ours):]
-    raise KeyError(name)
 
 
 def save_random_checkpoint(

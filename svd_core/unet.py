@@ -31,6 +31,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from .embeddings import timestep_embedding
+from .layers import GroupNorm32, Upsample
 
 # Each batch of SDPA calls is kept below this many rows. The reference splits its xformers calls at
 # 32768 (attention.py MemoryEfficientCrossAttention, xformers issue 845); temporal attention at
@@ -173,15 +174,6 @@ class UNetConfig:
         )
 
 
-class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 and cast back (util.py GroupNorm32; eps 1e-5, torch's default).
-    The affine parameters are upcast too, so half-precision weights work on every device."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        w, b = self.weight.float(), self.bias.float()
-        return F.group_norm(x.float(), self.num_groups, w, b, self.eps).to(x.dtype)
-
-
 class AlphaBlender(nn.Module):
     """a * spatial + (1 - a) * temporal with a = sigmoid(mix_factor) (util.py AlphaBlender)."""
 
@@ -260,17 +252,6 @@ class Downsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)
-
-
-class Upsample(nn.Module):
-    """Nearest x2 then 3x3 conv (openaimodel.py Upsample, conv_resample=True)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class Attention(nn.Module):

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from .layers import GroupNorm32, Upsample
+
 # GroupNorm eps 1e-6: sgm/modules/diffusionmodules/model.py Normalize.
 SPATIAL_NORM_EPS = 1e-6
 # GroupNorm eps 1e-5 (torch's default) for the 3-D time_stack: openaimodel.py ResBlock uses
@@ -114,16 +116,6 @@ class VAEConfig:
         return cfg
 
 
-class _FP32GroupNorm(nn.GroupNorm):
-    """GroupNorm evaluated in fp32 and cast back (util.py GroupNorm32). The affine parameters are
-    upcast too, so a half-precision model works (the reference keeps them fp32)."""
-
-    def forward(self, input: Tensor) -> Tensor:
-        w = None if self.weight is None else self.weight.float()
-        b = None if self.bias is None else self.bias.float()
-        return F.group_norm(input.float(), self.num_groups, w, b, self.eps).to(input.dtype)
-
-
 class _ResnetCore(nn.Module):
     """norm1 -> swish -> conv1 -> norm2 -> swish -> conv2, plus a 1x1 nin_shortcut when widths differ
     (model.py ResnetBlock with temb_channels=0 and dropout 0)."""
@@ -157,10 +149,10 @@ class TimeStack(nn.Module):
         super().__init__()
         kernel, pad = (kernel_t, 1, 1), (kernel_t // 2, 0, 0)
         self.in_layers = nn.Sequential(
-            _FP32GroupNorm(groups, ch, eps=TEMPORAL_NORM_EPS), nn.SiLU(), nn.Conv3d(ch, ch, kernel, padding=pad)
+            GroupNorm32(groups, ch, eps=TEMPORAL_NORM_EPS), nn.SiLU(), nn.Conv3d(ch, ch, kernel, padding=pad)
         )
         self.out_layers = nn.Sequential(
-            _FP32GroupNorm(groups, ch, eps=TEMPORAL_NORM_EPS),
+            GroupNorm32(groups, ch, eps=TEMPORAL_NORM_EPS),
             nn.SiLU(),
             nn.Dropout(0.0),
             nn.Conv3d(ch, ch, kernel, padding=pad),
@@ -220,17 +212,6 @@ class Downsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Module):
-    """Nearest-neighbour x2, then 3x3 conv (model.py Upsample)."""
-
-    def __init__(self, ch: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class EncoderLevel(nn.Module):

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from svd_core import CheckpointError, SVDConfig, build_models, load_models, save_random_checkpoint
-from svd_core.layout import IGNORED_PREFIXES, SINGLE_FILE_PREFIXES, part_of
+from svd_core.layout import IGNORED_PREFIXES, SINGLE_FILE_PREFIXES, file_name, part_of
 from svd_core.random_weights import random_tensor
 
 KEYS_JSON = Path(__file__).resolve().parents[2] / "shared" / "svd_xt_1_1.keys.json"
@@ -36,10 +36,9 @@ def test_full_size_meta_model_has_the_official_names_and_shapes(capsys):
     assert len(tensors) == 2446
     models = build_models(SVDConfig.svd_xt_1_1(), device="meta")
     ours: dict[str, tuple[int, ...]] = {}
-    for part, table in SINGLE_FILE_PREFIXES.items():
+    for part in SINGLE_FILE_PREFIXES:
         for name, p in getattr(models, part).state_dict().items():
-            prefix = next(o for o in table if name.startswith(o))
-            ours[table[prefix] + name[len(prefix):]] = tuple(p.shape)
+            ours[file_name(part, name)] = tuple(p.shape)
     assert {k: tensors.get(k) for k in ours} == ours, "every tensor of ours is in the official file with its shape"
     unread = sorted(k for k in tensors if k not in ours)
     assert all(k.startswith(IGNORED_PREFIXES) for k in unread), [k for k in unread if not k.startswith(IGNORED_PREFIXES)][:5]
@@ -75,13 +74,12 @@ def test_single_file_loads_in_any_dtype(tmp_path, file_dtype, dtype):
     assert models.config.unet == SVDConfig.tiny().unet
     assert models.config.name == "svd_xt_1_1"
     sd = load_file(str(path))
-    for part, table in SINGLE_FILE_PREFIXES.items():
+    for part in SINGLE_FILE_PREFIXES:
         module = getattr(models, part)
         assert all(p.dtype == dtype and p.device.type == "cpu" for p in module.parameters())
         assert not any(p.requires_grad for p in module.parameters())
         for name, p in module.state_dict().items():
-            prefix = next(o for o in table if name.startswith(o))
-            assert torch.equal(p, sd[table[prefix] + name[len(prefix):]].to(dtype)), name
+            assert torch.equal(p, sd[file_name(part, name)].to(dtype)), name
 
 
 def test_preset_guessed_from_file_name(tmp_path):
