@@ -82,15 +82,10 @@ class ServerStub:
 # --- tiny checkpoints --------------------------------------------------------------------------
 
 def write_svd_checkpoint(path: Path) -> Path:
-    """svd_core's tiny random config, with a VAE of four levels so that its latent is 1/8 of the
-    image like the real model's (StableVideoEmptyLatent makes 1/8 latents)."""
-    from dataclasses import replace
-
+    """svd_core's tiny random config (its VAE keeps the real 1/8 latent that StableVideoEmptyLatent makes)."""
     import svd_core
 
-    tiny = svd_core.SVDConfig.tiny()
-    config = replace(tiny, vae=replace(tiny.vae, ch_mult=(1, 1, 2, 2)))
-    return Path(svd_core.save_random_checkpoint(path, config, seed=0, dtype=torch.float16))
+    return Path(svd_core.save_random_checkpoint(path, svd_core.SVDConfig.tiny(), seed=0, dtype=torch.float16))
 
 
 def _random_like(shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.Tensor]:
