@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from . import lean
+from .layers import Ops
 from .resize import resize_antialiased
 
 __all__ = [
@@ -125,39 +127,36 @@ class ImageEncoderConfig:
                    head_width=HEAD_WIDTH, mlp_ratio=mlp_width / width, embed_dim=proj[1])
 
 
-class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 and returned in the input's dtype (as open_clip's
-    LayerNorm does for half precision); exact no-op casts in float32."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        w = None if self.weight is None else self.weight.float()
-        b = None if self.bias is None else self.bias.float()
-        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+def _layer_norm(ops: Ops, width: int) -> nn.Module:
+    """A LayerNorm layer (eps 1e-5); the tower calls it through lean.layer_norm32, in float32 and cast
+    back, as open_clip's LayerNorm does for half precision."""
+    return ops.LayerNorm(width, eps=LAYER_NORM_EPS)
 
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention with nn.MultiheadAttention's parameter layout: one fused
     `in_proj_weight` (q, k, v stacked along dim 0) and `out_proj`."""
 
-    def __init__(self, width: int, heads: int) -> None:
+    def __init__(self, width: int, heads: int, ops: Ops = nn) -> None:
         super().__init__()
         self.heads = heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * width))
-        self.out_proj = nn.Linear(width, width)
+        self.out_proj = ops.Linear(width, width)
 
     def forward(self, x: Tensor) -> Tensor:  # x: (N, L, D)
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (N, L, 3*D)
+        w, b = lean.cast_param(self.in_proj_weight, x), lean.cast_param(self.in_proj_bias, x)
+        qkv = F.linear(x, w, b)  # (N, L, 3*D)
         q, k, v = rearrange(qkv, "n l (three h d) -> three n h l d", three=3, h=self.heads)  # (N, H, L, D/H)
         out = F.scaled_dot_product_attention(q, k, v)  # (N, H, L, D/H), scale 1/sqrt(D/H)
         return self.out_proj(rearrange(out, "n h l d -> n l (h d)"))  # (N, L, D)
 
 
 class MLP(nn.Module):
-    def __init__(self, width: int, hidden: int) -> None:
+    def __init__(self, width: int, hidden: int, ops: Ops = nn) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(width, hidden)
-        self.c_proj = nn.Linear(hidden, width)
+        self.c_fc = ops.Linear(width, hidden)
+        self.c_proj = ops.Linear(hidden, width)
 
     def forward(self, x: Tensor) -> Tensor:
         # exact (erf) GELU: ViT-H-14.json does not set quick_gelu, so open_clip uses nn.GELU
@@ -165,22 +164,22 @@ class MLP(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    def __init__(self, cfg: ImageEncoderConfig) -> None:
+    def __init__(self, cfg: ImageEncoderConfig, ops: Ops = nn) -> None:
         super().__init__()
-        self.ln_1 = LayerNorm(cfg.width, eps=LAYER_NORM_EPS)
-        self.attn = SelfAttention(cfg.width, cfg.heads)
-        self.ln_2 = LayerNorm(cfg.width, eps=LAYER_NORM_EPS)
-        self.mlp = MLP(cfg.width, cfg.mlp_width)
+        self.ln_1 = _layer_norm(ops, cfg.width)
+        self.attn = SelfAttention(cfg.width, cfg.heads, ops)
+        self.ln_2 = _layer_norm(ops, cfg.width)
+        self.mlp = MLP(cfg.width, cfg.mlp_width, ops)
 
     def forward(self, x: Tensor) -> Tensor:  # (N, L, D)
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+        x = x + self.attn(lean.layer_norm32(self.ln_1, x))
+        return x + self.mlp(lean.layer_norm32(self.ln_2, x))
 
 
 class Transformer(nn.Module):
-    def __init__(self, cfg: ImageEncoderConfig) -> None:
+    def __init__(self, cfg: ImageEncoderConfig, ops: Ops = nn) -> None:
         super().__init__()
-        self.resblocks = nn.ModuleList(ResidualAttentionBlock(cfg) for _ in range(cfg.layers))
+        self.resblocks = nn.ModuleList(ResidualAttentionBlock(cfg, ops) for _ in range(cfg.layers))
 
     def forward(self, x: Tensor) -> Tensor:
         for block in self.resblocks:
@@ -191,16 +190,16 @@ class Transformer(nn.Module):
 class ImageEncoder(nn.Module):
     """OpenCLIP ViT image tower: `(N, 3, S, S)` CLIP-normalised pixels -> `(N, embed_dim)`."""
 
-    def __init__(self, cfg: ImageEncoderConfig) -> None:
+    def __init__(self, cfg: ImageEncoderConfig, ops: Ops = nn) -> None:
         super().__init__()
         self.config = cfg
         d = cfg.width
-        self.conv1 = nn.Conv2d(3, d, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        self.conv1 = ops.Conv2d(3, d, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.class_embedding = nn.Parameter(torch.empty(d))
         self.positional_embedding = nn.Parameter(torch.empty(cfg.grid**2 + 1, d))
-        self.ln_pre = LayerNorm(d, eps=LAYER_NORM_EPS)
-        self.transformer = Transformer(cfg)
-        self.ln_post = LayerNorm(d, eps=LAYER_NORM_EPS)
+        self.ln_pre = _layer_norm(ops, d)
+        self.transformer = Transformer(cfg, ops)
+        self.ln_post = _layer_norm(ops, d)
         self.proj = nn.Parameter(torch.empty(d, cfg.embed_dim))
         if not self.class_embedding.is_meta:
             self.reset_parameters()
@@ -222,10 +221,10 @@ class ImageEncoder(nn.Module):
             raise ValueError(f"ImageEncoder expects (N, 3, {s}, {s}) pixels, got {tuple(pixels.shape)}")
         x = self.conv1(pixels)  # (N, D, G, G)
         x = rearrange(x, "n d gh gw -> n (gh gw) d")  # (N, G*G, D)
-        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (N, 1, D)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # (N, 1+G*G, D)
-        x = self.transformer(self.ln_pre(x))  # (N, 1+G*G, D)
-        return self.ln_post(x[:, 0]) @ self.proj  # (N, E)
+        cls = lean.cast_param(self.class_embedding, x).expand(x.shape[0], 1, -1)  # (N, 1, D)
+        x = torch.cat([cls, x], dim=1) + lean.cast_param(self.positional_embedding, x)  # (N, 1+G*G, D)
+        x = self.transformer(lean.layer_norm32(self.ln_pre, x))  # (N, 1+G*G, D)
+        return lean.layer_norm32(self.ln_post, x[:, 0]) @ lean.cast_param(self.proj, x)  # (N, E)
 
 
 def preprocess(image: Tensor, size: int = 224) -> Tensor:
@@ -234,8 +233,8 @@ def preprocess(image: Tensor, size: int = 224) -> Tensor:
     (align_corners=True), map to [0, 1], normalise with CLIP_MEAN / CLIP_STD."""
     x = resize_antialiased(image, (size, size), mode="bicubic", align_corners=True)  # (N, 3, S, S)
     x = (x + 1.0) / 2.0
-    mean = torch.tensor(CLIP_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    mean = torch.tensor(CLIP_MEAN, dtype=x.dtype).view(1, 3, 1, 1).to(x.device)
+    std = torch.tensor(CLIP_STD, dtype=x.dtype).view(1, 3, 1, 1).to(x.device)
     return (x - mean) / std
 
 

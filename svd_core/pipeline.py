@@ -106,7 +106,7 @@ def encode_conditioning(
         frame = image.to(vae_device) * 2.0 - 1.0  # [0, 1] -> [-1, 1], simple_video_sample.py
         noised = frame + cond_aug * aug_noise.to(vae_device, torch.float32)
         concat = vae.encode(noised.to(vae_dtype))  # (B, C, h, w)
-    vector = torch.tensor([[fps_id, motion_bucket_id, cond_aug]] * b, dtype=torch.float32, device=crossattn.device)
+    vector = torch.tensor([[fps_id, motion_bucket_id, cond_aug]] * b, dtype=torch.float32).to(crossattn.device)
     positive = Conditioning(crossattn=crossattn, concat=concat, vector=vector)
     negative = Conditioning(
         crossattn=torch.zeros_like(crossattn), concat=torch.zeros_like(concat), vector=positive.vector.clone()
@@ -136,6 +136,19 @@ def _unet_inputs(unet: UNet, positive: Conditioning, negative: Conditioning, num
     concat = repeat(both.concat, "b c h w -> (b t) c h w", t=num_frames).to(dtype)
     vector = repeat(vector, "b d -> (b t) d", t=num_frames).to(dtype)
     return crossattn, concat, vector
+
+
+def guided_denoiser(unet: UNet, positive: Conditioning, negative: Conditioning, num_frames: int, scales: Tensor) -> GuidedDenoiser:
+    """D(x, sigma) for x (B*T, C, h, w): the EDM-preconditioned UNet (VDenoiser) on the conditioning,
+    cond and uncond in one batch, guided per frame with `scales` (T,)."""
+    _, dtype = _module_device_dtype(unet)
+    crossattn, concat, vector = _unet_inputs(unet, positive, negative, num_frames)
+
+    def network(x_in: Tensor, c_noise: Tensor) -> Tensor:  # F(c_in * x; c_noise), x_in (2*B*T, C, h, w)
+        # The conditioning latent is concatenated AFTER the c_in scaling, unscaled (sgm OpenAIWrapper).
+        return unet(torch.cat([x_in, concat], dim=1), c_noise, crossattn, vector, num_frames=num_frames)  # c_noise stays fp32
+
+    return GuidedDenoiser(VDenoiser(network, dtype=dtype), scales)
 
 
 def sample_video(
@@ -177,16 +190,10 @@ def sample_video(
     b, t = noise.shape[:2]
     if positive.batch_size != b or negative.batch_size != b:
         raise ValueError(f"conditioning is for {positive.batch_size} video(s), the noise for {b}")
-    device, dtype = _module_device_dtype(unet)
+    device, _ = _module_device_dtype(unet)
     scales = guidance_scales(guidance, t, min_cfg, max_cfg)
     sigmas = karras_sigmas(num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, denoise=denoise).to(device)
-    crossattn, concat, vector = _unet_inputs(unet, positive, negative, t)
-
-    def network(x_in: Tensor, c_noise: Tensor) -> Tensor:  # F(c_in * x; c_noise), x_in (2*B*T, C, h, w)
-        # The conditioning latent is concatenated AFTER the c_in scaling, unscaled (sgm OpenAIWrapper).
-        return unet(torch.cat([x_in, concat], dim=1), c_noise, crossattn, vector, num_frames=t)  # c_noise stays fp32
-
-    denoiser = GuidedDenoiser(VDenoiser(network, dtype=dtype), scales)
+    denoiser = guided_denoiser(unet, positive, negative, t, scales)
     start = initial_noise_scale(sigmas[0]) if denoise == 1.0 else sigmas[0]
     x = rearrange(noise, "b t c h w -> (b t) c h w").to(device, torch.float32) * start
     if latent is not None:

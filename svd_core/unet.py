@@ -5,8 +5,13 @@ with a learned scalar: out = a * spatial + (1 - a) * temporal, a = sigmoid(mix_f
 
 Frames travel folded into the batch, `(B*T, C, H, W)`, with `num_frames = T` passed alongside;
 every unfold is a named `rearrange`. Attribute names equal the official checkpoint keys under
-`model.diffusion_model.` (see /work/shared/svd_xt_1_1.keys.json), so a checkpoint loads with a
+`model.diffusion_model.` (tests/data/svd_xt_1_1.keys.json lists them), so a checkpoint loads with a
 strict `load_state_dict` after stripping that prefix.
+
+Layers come from an injected operations namespace `ops` (Linear, Conv2d, Conv3d, GroupNorm, LayerNorm;
+default torch.nn), as ComfyUI's own models take theirs, so a host can cast or offload weights per call.
+Big activations are cut into pieces by `svd_core.lean` (frame groups, token chunks, spatial slices),
+which computes the same numbers with a fraction of the memory.
 
 Sources (Stability-AI/generative-models):
 - sgm/modules/diffusionmodules/video_model.py: VideoUNet, VideoResBlock;
@@ -30,13 +35,9 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from . import lean
 from .embeddings import timestep_embedding
-from .layers import GroupNorm32, Upsample
-
-# Each batch of SDPA calls is kept below this many rows. The reference splits its xformers calls at
-# 32768 (attention.py MemoryEfficientCrossAttention, xformers issue 845); temporal attention at
-# 1024x576 has B*H*W = 2*9216 rows, larger sizes go past CUDA's 65535 grid limit on some kernels.
-_MAX_ATTENTION_BATCH = 32768
+from .layers import Ops, Upsample
 
 
 @dataclass(frozen=True)
@@ -181,9 +182,14 @@ class AlphaBlender(nn.Module):
         super().__init__()
         self.mix_factor = nn.Parameter(torch.full((1,), 0.5))  # merge_factor default 0.5
 
+    def weights(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """(a, 1 - a) in like's dtype, computed in float32."""
+        alpha = torch.sigmoid(lean.cast_param(self.mix_factor, like, torch.float32))
+        return alpha.to(like.dtype), (1.0 - alpha).to(like.dtype)
+
     def forward(self, spatial: Tensor, temporal: Tensor) -> Tensor:
-        alpha = torch.sigmoid(self.mix_factor.float())
-        return alpha.to(spatial.dtype) * spatial + (1.0 - alpha).to(spatial.dtype) * temporal
+        a, b = self.weights(spatial)
+        return a * spatial + b * temporal
 
 
 class ResBlock(nn.Module):
@@ -191,64 +197,92 @@ class ResBlock(nn.Module):
 
     With `temporal_kernel=None` it is the 2-D block on (N, C, H, W) with emb (N, E). With an int k it
     is the 3-D `time_stack` block on (B, C, T, H, W): kernel (k, 1, 1), padding (k//2, 0, 0), and a
-    per-frame emb (B, T, E) (the reference's exchange_temb_dims).
+    per-frame emb (B, T, E) (the reference's exchange_temb_dims). Its GroupNorms compute in float32
+    (util.py GroupNorm32, eps 1e-5).
     """
 
     def __init__(
-        self, channels: int, emb_channels: int, out_channels: int, num_groups: int, temporal_kernel: int | None = None
+        self, channels: int, emb_channels: int, out_channels: int, num_groups: int,
+        temporal_kernel: int | None = None, ops: Ops = nn,
     ) -> None:
         super().__init__()
 
         def conv(cin: int, cout: int) -> nn.Module:
             if temporal_kernel is None:
-                return nn.Conv2d(cin, cout, 3, padding=1)
-            return nn.Conv3d(cin, cout, (temporal_kernel, 1, 1), padding=(temporal_kernel // 2, 0, 0))
+                return ops.Conv2d(cin, cout, 3, padding=1)
+            return ops.Conv3d(cin, cout, (temporal_kernel, 1, 1), padding=(temporal_kernel // 2, 0, 0))
 
-        self.in_layers = nn.Sequential(GroupNorm32(num_groups, channels), nn.SiLU(), conv(channels, out_channels))
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
+        self.in_layers = nn.Sequential(ops.GroupNorm(num_groups, channels), nn.SiLU(), conv(channels, out_channels))
+        self.emb_layers = nn.Sequential(nn.SiLU(), ops.Linear(emb_channels, out_channels))
         # index 2 is the reference's Dropout (p=0 in SVD): kept as Identity so index 3 names the conv
         self.out_layers = nn.Sequential(
-            GroupNorm32(num_groups, out_channels), nn.SiLU(), nn.Identity(), conv(out_channels, out_channels)
+            ops.GroupNorm(num_groups, out_channels), nn.SiLU(), nn.Identity(), conv(out_channels, out_channels)
         )
         self.skip_connection: nn.Module = nn.Identity()
         if out_channels != channels:
-            if temporal_kernel is not None:
-                self.skip_connection = nn.Conv3d(channels, out_channels, 1)
-            else:
-                self.skip_connection = nn.Conv2d(channels, out_channels, 1)
+            self.skip_connection = (ops.Conv3d if temporal_kernel is not None else ops.Conv2d)(channels, out_channels, 1)
+
+    def block(self, x: Tensor, e: Tensor) -> Tensor:
+        """The block on x with its projected embedding e already shaped to broadcast over x."""
+        h = self.in_layers[2](F.silu(lean.group_norm32(self.in_layers[0], x)))
+        h = h + e.to(h.dtype)
+        h = self.out_layers[3](F.silu(lean.group_norm32(self.out_layers[0], h)))
+        return self.skip_connection(x) + h
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.in_layers(x)
-        e = self.emb_layers(emb).to(h.dtype)
-        if h.ndim == 5:
-            e = rearrange(e, "b t c -> b c t 1 1")  # one embedding per frame
-        else:
-            e = rearrange(e, "n c -> n c 1 1")
-        return self.skip_connection(x) + self.out_layers(h + e)
+        e = self.emb_layers(emb)
+        shape = "b t c -> b c t 1 1" if x.ndim == 5 else "n c -> n c 1 1"  # one embedding per frame
+        return self.block(x, rearrange(e, shape))
 
 
 class VideoResBlock(ResBlock):
-    """Spatial ResBlock, then a temporal ResBlock over frames, blended (video_model.py VideoResBlock)."""
+    """Spatial ResBlock, then a temporal ResBlock over frames, blended (video_model.py VideoResBlock).
 
-    def __init__(self, channels: int, emb_channels: int, out_channels: int, num_groups: int, video_kernel_size: int) -> None:
-        super().__init__(channels, emb_channels, out_channels, num_groups)
-        self.time_stack = ResBlock(out_channels, emb_channels, out_channels, num_groups, video_kernel_size)
+    Memory: the spatial block runs a frame group at a time (its GroupNorm32 upcasts one group), with the
+    concatenation of an output block's skip made per group too; the temporal block runs on spatial
+    slices (lean.temporal_block_) and blends into the spatial result in place.
+    """
+
+    def __init__(self, channels: int, emb_channels: int, out_channels: int, num_groups: int,
+                 video_kernel_size: int, ops: Ops = nn) -> None:
+        super().__init__(channels, emb_channels, out_channels, num_groups, ops=ops)
+        self.time_stack = ResBlock(out_channels, emb_channels, out_channels, num_groups, video_kernel_size, ops)
         self.time_mixer = AlphaBlender()
 
-    def forward(self, x: Tensor, emb: Tensor, num_frames: int) -> Tensor:  # type: ignore[override]
-        spatial = super().forward(x, emb)  # (B*T, C, H, W)
-        video = rearrange(spatial, "(b t) c h w -> b c t h w", t=num_frames)
-        temporal = self.time_stack(video, rearrange(emb, "(b t) e -> b t e", t=num_frames))
-        temporal = rearrange(temporal, "b c t h w -> (b t) c h w")
-        return self.time_mixer(spatial, temporal)
+    def forward(self, x: Tensor, emb: Tensor, num_frames: int, skip: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        """x (B*T, C, H, W); `skip`, when given, is concatenated to x along channels first (an output
+        block's input, cat([h, skip]) in openaimodel.py), one frame group at a time."""
+        return self.run([x] if skip is None else [x, skip], emb, num_frames)
+
+    def run(self, inputs: list[Tensor], emb: Tensor, num_frames: int) -> Tensor:
+        """forward on inputs = [x] or [x, skip], a list that is emptied once the spatial block has used
+        it, so that a caller that keeps no other reference frees x and skip before the temporal block."""
+        x = inputs[0]
+        n, _, height, width = x.shape
+        cin = sum(t.shape[1] for t in inputs)
+        cout = int(getattr(self.out_layers[3], "out_channels"))
+        e = rearrange(self.emb_layers(emb), "n c -> n c 1 1")
+
+        def spatial_group(g: slice) -> Tensor:
+            xg = inputs[0][g] if len(inputs) == 1 else torch.cat([t[g] for t in inputs], dim=1)
+            return self.block(xg, e[g])
+
+        del x
+        spatial = lean.map_frame_groups(spatial_group, n, max(cin, cout) * height * width)  # (B*T, C, H, W)
+        inputs.clear()
+        a, b = self.time_mixer.weights(spatial)
+        e_t = rearrange(self.time_stack.emb_layers(emb), "(b t) c -> b c t 1 1", t=num_frames)
+        lean.temporal_block_(spatial, num_frames, self.time_stack.in_layers, self.time_stack.out_layers,
+                             spatial_weight=a, temporal_weight=b, emb=e_t, keep_intermediate=True)
+        return spatial
 
 
 class Downsample(nn.Module):
     """3x3 conv with stride 2 (openaimodel.py Downsample, conv_resample=True)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, ops: Ops = nn) -> None:
         super().__init__()
-        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.op = ops.Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)
@@ -257,27 +291,21 @@ class Downsample(nn.Module):
 class Attention(nn.Module):
     """Multi-head attention, q from x and k, v from context (attention.py CrossAttention, no qkv bias)."""
 
-    def __init__(self, query_dim: int, context_dim: int, heads: int, head_dim: int) -> None:
+    def __init__(self, query_dim: int, context_dim: int, heads: int, head_dim: int, ops: Ops = nn) -> None:
         super().__init__()
         inner = heads * head_dim
         self.heads = heads
-        self.to_q = nn.Linear(query_dim, inner, bias=False)
-        self.to_k = nn.Linear(context_dim, inner, bias=False)
-        self.to_v = nn.Linear(context_dim, inner, bias=False)
-        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim)])  # reference: Sequential(Linear, Dropout)
+        self.to_q = ops.Linear(query_dim, inner, bias=False)
+        self.to_k = ops.Linear(context_dim, inner, bias=False)
+        self.to_v = ops.Linear(context_dim, inner, bias=False)
+        self.to_out = nn.ModuleList([ops.Linear(inner, query_dim)])  # reference: Sequential(Linear, Dropout)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         ctx = x if context is None else context
         q, k, v = (
             rearrange(p, "n s (h d) -> n h s d", h=self.heads) for p in (self.to_q(x), self.to_k(ctx), self.to_v(ctx))
         )
-        # (N, heads, S, head_dim); default softmax scale head_dim**-0.5, as the reference's
-        step = _MAX_ATTENTION_BATCH
-        if q.shape[0] <= step:
-            out = F.scaled_dot_product_attention(q, k, v)
-        else:
-            parts = [F.scaled_dot_product_attention(q[i : i + step], k[i : i + step], v[i : i + step]) for i in range(0, q.shape[0], step)]
-            out = torch.cat(parts)
+        out = lean.attention(q, k, v)  # (N, heads, S, head_dim); softmax scale head_dim**-0.5, as the reference's
         return self.to_out[0](rearrange(out, "n h s d -> n s (h d)"))
 
     def single_key(self, context: Tensor) -> Tensor:
@@ -294,9 +322,9 @@ class Attention(nn.Module):
 class GEGLU(nn.Module):
     """Linear to 2*inner, value * gelu(gate), exact (erf) gelu (attention.py GEGLU)."""
 
-    def __init__(self, dim: int, inner: int) -> None:
+    def __init__(self, dim: int, inner: int, ops: Ops = nn) -> None:
         super().__init__()
-        self.proj = nn.Linear(dim, 2 * inner)
+        self.proj = ops.Linear(dim, 2 * inner)
 
     def forward(self, x: Tensor) -> Tensor:
         value, gate = self.proj(x).chunk(2, dim=-1)
@@ -306,57 +334,100 @@ class GEGLU(nn.Module):
 class FeedForward(nn.Module):
     """GEGLU with inner width 4*dim, then Linear (attention.py FeedForward, glu=True, mult=4)."""
 
-    def __init__(self, dim: int, dim_out: int) -> None:
+    def __init__(self, dim: int, dim_out: int, ops: Ops = nn) -> None:
         super().__init__()
         # index 1 is the reference's Dropout (p=0 in SVD)
-        self.net = nn.Sequential(GEGLU(dim, 4 * dim), nn.Identity(), nn.Linear(4 * dim, dim_out))
+        self.net = nn.Sequential(GEGLU(dim, 4 * dim, ops), nn.Identity(), ops.Linear(4 * dim, dim_out))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
 
+def _add_ff_(z: Tensor, norm: nn.Module, ff: FeedForward) -> None:
+    """z += ff(norm(z)) for z (..., C), in token chunks: the GEGLU's 8C-wide projection of a chunk only."""
+    c = z.shape[-1]
+    flat = z.view(-1, c)
+    for r in lean.row_chunks(flat.shape[0], 8 * c):
+        part = flat[r]
+        part += ff(norm(part))
+
+
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm self-attention, cross-attention, feed-forward (attention.py BasicTransformerBlock)."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int) -> None:
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int, ops: Ops = nn) -> None:
         super().__init__()
-        self.attn1 = Attention(dim, dim, heads, head_dim)
-        self.ff = FeedForward(dim, dim)
-        self.attn2 = Attention(dim, context_dim, heads, head_dim)
-        self.norm1 = nn.LayerNorm(dim)  # LayerNorm eps 1e-5: torch default, as in the reference
-        self.norm2 = nn.LayerNorm(dim)
-        self.norm3 = nn.LayerNorm(dim)
+        self.attn1 = Attention(dim, dim, heads, head_dim, ops)
+        self.ff = FeedForward(dim, dim, ops)
+        self.attn2 = Attention(dim, context_dim, heads, head_dim, ops)
+        self.norm1 = ops.LayerNorm(dim)  # LayerNorm eps 1e-5: torch default, as in the reference
+        self.norm2 = ops.LayerNorm(dim)
+        self.norm3 = ops.LayerNorm(dim)
+
+    def update_(self, x: Tensor, context: Tensor) -> None:
+        """x (N, S, C) <- the block's output, in place: self-attention a frame group at a time, the
+        feed-forward in token chunks."""
+        n, s, c = x.shape
+        for g in lean.frame_groups(n, 4 * s * c):  # q, k, v and the output of one group
+            part = x[g]
+            part += self.attn1(self.norm1(part))
+        if context.shape[1] == 1:  # one context token: see Attention.single_key (norm2(x) is not needed)
+            x += self.attn2.single_key(context)  # (N, 1, C) broadcast over the queries
+        else:
+            for g in lean.frame_groups(n, 4 * s * c):
+                part = x[g]
+                part += self.attn2(self.norm2(part), context[g])
+        _add_ff_(x, self.norm3, self.ff)
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        x = self.attn1(self.norm1(x)) + x
-        if context.shape[1] == 1:  # one context token: see Attention.single_key (norm2(x) is not needed)
-            x = x + self.attn2.single_key(context)  # (N, 1, C) broadcast over the queries
-        else:
-            x = self.attn2(self.norm2(x), context) + x
-        return self.ff(self.norm3(x)) + x
+        out = x.clone()
+        self.update_(out, context)
+        return out
 
 
 class TemporalTransformerBlock(TransformerBlock):
     """The same block run along frames, with an extra residual feed-forward first
     (video_attention.py VideoTransformerBlock with ff_in=True, i.e. yaml extra_ff_mix_layer)."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int) -> None:
-        super().__init__(dim, heads, head_dim, context_dim)
-        self.norm_in = nn.LayerNorm(dim)
-        self.ff_in = FeedForward(dim, dim)
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int, ops: Ops = nn) -> None:
+        super().__init__(dim, heads, head_dim, context_dim, ops)
+        self.norm_in = ops.LayerNorm(dim)
+        self.ff_in = FeedForward(dim, dim, ops)
+
+    def update_(self, z: Tensor, context: Tensor) -> None:
+        """z (R, t, C), each row one position's t frames, <- the block's output, in place; context
+        (R or 1, L, D), each row's context."""
+        _add_ff_(z, self.norm_in, self.ff_in)
+        z += self.attn1(self.norm1(z))
+        if context.shape[1] == 1:  # one context token: its value, broadcast over rows and frames
+            z += self.attn2.single_key(context)
+        else:
+            z += self.attn2(self.norm2(z), context.expand(z.shape[0], -1, -1))
+        _add_ff_(z, self.norm3, self.ff)
+
+    def mix_(self, x: Tensor, frame_emb: Tensor, context: Tensor, num_frames: int, mixer: AlphaBlender) -> None:
+        """x (B*T, S, C) <- mixer(x, block(x + frame_emb)), in place, a chunk of positions at a time.
+
+        frame_emb (B*T, 1, C); context (B, L, D): each video's first-frame context, seen at every position.
+        """
+        n, s, c = x.shape
+        t = num_frames
+        a, b = mixer.weights(x)
+        video = rearrange(x, "(b t) s c -> b t s c", t=t)
+        emb = rearrange(frame_emb, "(b t) 1 c -> b t 1 c", t=t)
+        for i in range(n // t):
+            for r in lean.row_chunks(s, 8 * c * t):  # positions; each has t tokens, widest width 8C
+                view = video[i, :, r]  # (t, s', C), a view of x
+                z = rearrange(view + emb[i], "t s c -> s t c").contiguous()  # "(b s) t c" rows of this chunk
+                self.update_(z, context[i:i + 1])
+                z = z.mul_(b)  # (1 - a) * temporal
+                view.mul_(a).add_(rearrange(z, "s t c -> t s c"))  # a * spatial + (1 - a) * temporal
 
     def forward(self, x: Tensor, context: Tensor, num_frames: int) -> Tensor:  # type: ignore[override]
         """x (B*T, S, C); context (B, L, D): each video's first-frame context, seen at every position."""
         s = x.shape[1]
-        z = rearrange(x, "(b t) s c -> (b s) t c", t=num_frames)
-        z = self.ff_in(self.norm_in(z)) + z
-        z = self.attn1(self.norm1(z)) + z
-        if context.shape[1] == 1:  # one token: its value, per video, broadcast over positions and frames
-            v = self.attn2.single_key(context)  # (B, 1, C)
-            z = rearrange(rearrange(z, "(b s) t c -> b s t c", s=s) + v[:, None], "b s t c -> (b s) t c")
-        else:
-            z = self.attn2(self.norm2(z), repeat(context, "b l d -> (b s) l d", s=s)) + z
-        z = self.ff(self.norm3(z)) + z
+        z = rearrange(x, "(b t) s c -> (b s) t c", t=num_frames).contiguous()
+        self.update_(z, repeat(context, "b l d -> (b s) l d", s=s))
         return rearrange(z, "(b s) t c -> (b t) s c", s=s)
 
 
@@ -364,45 +435,65 @@ class SpatialVideoTransformer(nn.Module):
     """Spatial transformer over positions, temporal transformer over frames, blended
     (video_attention.py SpatialVideoTransformer with use_linear, use_spatial_context)."""
 
-    def __init__(self, channels: int, cfg: UNetConfig) -> None:
+    def __init__(self, channels: int, cfg: UNetConfig, ops: Ops = nn) -> None:
         super().__init__()
         heads, head_dim = channels // cfg.num_head_channels, cfg.num_head_channels
         inner = heads * head_dim
-        self.norm = nn.GroupNorm(cfg.num_groups, channels, eps=1e-6)  # attention.py Normalize: eps 1e-6, no fp32 cast
-        self.proj_in = nn.Linear(channels, inner)
+        self.norm = ops.GroupNorm(cfg.num_groups, channels, eps=1e-6)  # attention.py Normalize: eps 1e-6, no fp32 cast
+        self.proj_in = ops.Linear(channels, inner)
         self.transformer_blocks = nn.ModuleList(
-            [TransformerBlock(inner, heads, head_dim, cfg.context_dim) for _ in range(cfg.transformer_depth)]
+            [TransformerBlock(inner, heads, head_dim, cfg.context_dim, ops) for _ in range(cfg.transformer_depth)]
         )
         self.time_stack = nn.ModuleList(
-            [TemporalTransformerBlock(inner, heads, head_dim, cfg.context_dim) for _ in range(cfg.transformer_depth)]
+            [TemporalTransformerBlock(inner, heads, head_dim, cfg.context_dim, ops) for _ in range(cfg.transformer_depth)]
         )
         # frame-index embedding: width channels, hidden 4 * channels (video_attention.py time_pos_embed)
-        self.time_pos_embed = nn.Sequential(nn.Linear(channels, 4 * channels), nn.SiLU(), nn.Linear(4 * channels, channels))
+        self.time_pos_embed = nn.Sequential(ops.Linear(channels, 4 * channels), nn.SiLU(), ops.Linear(4 * channels, channels))
         self.time_mixer = AlphaBlender()
-        self.proj_out = nn.Linear(inner, channels)
+        self.proj_out = ops.Linear(inner, channels)
 
     def forward(self, x: Tensor, context: Tensor, num_frames: int) -> Tensor:
         n, c, h, w = x.shape  # (B*T, C, H, W)
+        inner = int(getattr(self.proj_in, "out_features"))
         # the temporal cross-attention sees the first frame's context of each video, at every position
         first = rearrange(context, "(b t) l d -> b t l d", t=num_frames)[:, 0]  # (B, L, D)
         frames = repeat(torch.arange(num_frames, device=x.device), "t -> (b t)", b=n // num_frames)
-        z = rearrange(self.norm(x), "n c h w -> n (h w) c")
-        z = self.proj_in(z)  # (B*T, H*W, inner)
-        frame_emb = self.time_pos_embed(timestep_embedding(frames, c).to(z.dtype))  # (B*T, C)
-        frame_emb = rearrange(frame_emb, "n c -> n 1 c")
+        frame_emb = rearrange(self.time_pos_embed(timestep_embedding(frames, c).to(x.dtype)), "n c -> n 1 c")
+
+        def tokens(g: slice) -> Tensor:  # (n', H*W, inner)
+            return self.proj_in(rearrange(self.norm(x[g]), "n c h w -> n (h w) c"))
+
+        z = lean.map_frame_groups(tokens, n, max(c, inner) * h * w).contiguous()  # (B*T, H*W, inner)
         for block, time_block in zip(self.transformer_blocks, self.time_stack):
-            z = block(z, context)
-            z = self.time_mixer(z, time_block(z + frame_emb, first, num_frames))
-        z = self.proj_out(z)
-        return rearrange(z, "n (h w) c -> n c h w", h=h, w=w) + x
+            assert isinstance(block, TransformerBlock) and isinstance(time_block, TemporalTransformerBlock)
+            block.update_(z, context)
+            time_block.mix_(z, frame_emb, first, num_frames, self.time_mixer)
+
+        def back(g: slice) -> Tensor:  # (n', C, H, W), channels-last like x
+            return rearrange(self.proj_out(z[g]), "n (h w) c -> n c h w", h=h, w=w) + x[g]
+
+        return lean.map_frame_groups(back, n, max(c, inner) * h * w)
 
 
 class Stage(nn.ModuleList):
     """One entry of input_blocks / middle_block / output_blocks: its layers in order
     (openaimodel.py TimestepEmbedSequential)."""
 
-    def forward(self, x: Tensor, emb: Tensor, context: Tensor, num_frames: int) -> Tensor:  # type: ignore[override]
-        for layer in self:
+    def forward(self, x: Tensor, emb: Tensor, context: Tensor, num_frames: int,  # type: ignore[override]
+                skip: Tensor | None = None) -> Tensor:
+        """`skip` (an output block's) is concatenated to x by the first layer, a VideoResBlock."""
+        return self.run([x] if skip is None else [x, skip], emb, context, num_frames)
+
+    def run(self, inputs: list[Tensor], emb: Tensor, context: Tensor, num_frames: int) -> Tensor:
+        """forward on inputs = [x] or [x, skip], a list emptied by the first layer (see VideoResBlock.run)."""
+        first = self[0]
+        if isinstance(first, VideoResBlock):
+            x = first.run(inputs, emb, num_frames)
+        elif len(inputs) == 1:
+            x = first(inputs.pop())
+        else:
+            raise ValueError("a skip tensor was passed to a stage that does not start with a res-block")
+        for layer in list(self)[1:]:
             if isinstance(layer, VideoResBlock):
                 x = layer(x, emb, num_frames)
             elif isinstance(layer, SpatialVideoTransformer):
@@ -415,19 +506,19 @@ class Stage(nn.ModuleList):
 class UNet(nn.Module):
     """SVD's VideoUNet. Holds no buffers; parameter names are the checkpoint's, prefix stripped."""
 
-    def __init__(self, cfg: UNetConfig) -> None:
+    def __init__(self, cfg: UNetConfig, ops: Ops = nn) -> None:
         super().__init__()
         self.config = cfg
         mc, ted = cfg.model_channels, cfg.time_embed_dim
 
         def res(cin: int, cout: int) -> VideoResBlock:
-            return VideoResBlock(cin, ted, cout, cfg.num_groups, cfg.video_kernel_size)
+            return VideoResBlock(cin, ted, cout, cfg.num_groups, cfg.video_kernel_size, ops)
 
-        self.time_embed = nn.Sequential(nn.Linear(mc, ted), nn.SiLU(), nn.Linear(ted, ted))
+        self.time_embed = nn.Sequential(ops.Linear(mc, ted), nn.SiLU(), ops.Linear(ted, ted))
         # num_classes "sequential": y goes through Linear, SiLU, Linear (video_model.py label_emb)
-        self.label_emb = nn.Sequential(nn.Sequential(nn.Linear(cfg.adm_in_channels, ted), nn.SiLU(), nn.Linear(ted, ted)))
+        self.label_emb = nn.Sequential(nn.Sequential(ops.Linear(cfg.adm_in_channels, ted), nn.SiLU(), ops.Linear(ted, ted)))
 
-        self.input_blocks = nn.ModuleList([Stage([nn.Conv2d(cfg.in_channels, mc, 3, padding=1)])])
+        self.input_blocks = nn.ModuleList([Stage([ops.Conv2d(cfg.in_channels, mc, 3, padding=1)])])
         skip_channels = [mc]
         ch = mc
         last = len(cfg.channel_mult) - 1
@@ -436,14 +527,14 @@ class UNet(nn.Module):
                 layers: list[nn.Module] = [res(ch, mult * mc)]
                 ch = mult * mc
                 if level in cfg.attention_levels:
-                    layers.append(SpatialVideoTransformer(ch, cfg))
+                    layers.append(SpatialVideoTransformer(ch, cfg, ops))
                 self.input_blocks.append(Stage(layers))
                 skip_channels.append(ch)
             if level != last:
-                self.input_blocks.append(Stage([Downsample(ch)]))
+                self.input_blocks.append(Stage([Downsample(ch, ops)]))
                 skip_channels.append(ch)
 
-        self.middle_block = Stage([res(ch, ch), SpatialVideoTransformer(ch, cfg), res(ch, ch)])
+        self.middle_block = Stage([res(ch, ch), SpatialVideoTransformer(ch, cfg, ops), res(ch, ch)])
 
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
@@ -451,12 +542,12 @@ class UNet(nn.Module):
                 layers = [res(ch + skip_channels.pop(), mult * mc)]
                 ch = mult * mc
                 if level in cfg.attention_levels:
-                    layers.append(SpatialVideoTransformer(ch, cfg))
+                    layers.append(SpatialVideoTransformer(ch, cfg, ops))
                 if level > 0 and i == cfg.num_res_blocks:
-                    layers.append(Upsample(ch))
+                    layers.append(Upsample(ch, ops))
                 self.output_blocks.append(Stage(layers))
 
-        self.out = nn.Sequential(GroupNorm32(cfg.num_groups, ch), nn.SiLU(), nn.Conv2d(mc, cfg.out_channels, 3, padding=1))
+        self.out = nn.Sequential(ops.GroupNorm(cfg.num_groups, ch), nn.SiLU(), ops.Conv2d(mc, cfg.out_channels, 3, padding=1))
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor, num_frames: int) -> Tensor:
         """x (B*T, in_channels, h, w), timesteps (B*T,) = c_noise, context (B*T, L, context_dim),
@@ -485,5 +576,16 @@ class UNet(nn.Module):
             skips.append(h)
         h = self.middle_block(h, emb, context, num_frames)
         for stage in self.output_blocks:
-            h = stage(torch.cat([h, skips.pop()], dim=1), emb, context, num_frames)
-        return self.out(h.to(x.dtype))  # (B*T, out_channels, h, w)
+            assert isinstance(stage, Stage)
+            # h and its skip are handed over in a list that the stage empties: freed as soon as used
+            inputs = [h, skips.pop()]
+            del h
+            h = stage.run(inputs, emb, context, num_frames)
+        c = h.shape[1]
+        height, width = h.shape[-2:]
+
+        def out_group(g: slice) -> Tensor:
+            return self.out[2](F.silu(lean.group_norm32(self.out[0], h[g])))
+
+        return lean.map_frame_groups(out_group, n, c * height * width).to(x.dtype)  # (B*T, out_channels, h, w)
+

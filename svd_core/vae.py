@@ -11,6 +11,11 @@ The reference builds two autoencoders and uses one half of each:
     quant_conv.*  <- conditioner.embedders.3.encoder.quant_conv.*
     decoder.*     <- first_stage_model.decoder.*
 
+Layers come from an injected operations namespace `ops` (default torch.nn), like the UNet's. The
+temporal decoder holds its activations as frame groups (`lean.FrameGroups`): per-frame layers run a
+few frames at a time, temporal layers on spatial slices with clip-wide GroupNorm statistics, so the
+decode chunk (14 frames in the reference) stays the unit of temporal mixing at a fraction of the memory.
+
 Sources: sgm/modules/diffusionmodules/model.py (Encoder, Decoder, ResnetBlock, AttnBlock, Downsample,
 Upsample), sgm/modules/autoencoding/temporal_ae.py (VideoDecoder, VideoResBlock, AE3DConv),
 sgm/modules/diffusionmodules/openaimodel.py (ResBlock, the `time_stack`).
@@ -26,7 +31,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .layers import GroupNorm32, Upsample
+from . import lean
+from .layers import Ops, Upsample
 
 # GroupNorm eps 1e-6: sgm/modules/diffusionmodules/model.py Normalize.
 SPATIAL_NORM_EPS = 1e-6
@@ -120,13 +126,13 @@ class _ResnetCore(nn.Module):
     """norm1 -> swish -> conv1 -> norm2 -> swish -> conv2, plus a 1x1 nin_shortcut when widths differ
     (model.py ResnetBlock with temb_channels=0 and dropout 0)."""
 
-    def __init__(self, in_ch: int, out_ch: int, groups: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, groups: int, ops: Ops = nn) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, in_ch, eps=SPATIAL_NORM_EPS)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.norm2 = nn.GroupNorm(groups, out_ch, eps=SPATIAL_NORM_EPS)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        self.nin_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+        self.norm1 = ops.GroupNorm(groups, in_ch, eps=SPATIAL_NORM_EPS)
+        self.conv1 = ops.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.norm2 = ops.GroupNorm(groups, out_ch, eps=SPATIAL_NORM_EPS)
+        self.conv2 = ops.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.nin_shortcut = ops.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
 
     def spatial(self, x: Tensor) -> Tensor:  # (N, Cin, H, W) -> (N, Cout, H, W)
         h = self.conv1(F.silu(self.norm1(x)))  # swish x*sigmoid(x) == silu
@@ -142,24 +148,22 @@ class ResnetBlock(_ResnetCore):
 
 class TimeStack(nn.Module):
     """3-D ResBlock over (B, C, T, H, W) with (k, 1, 1) kernels, no embedding, identity skip
-    (openaimodel.py ResBlock, dims=3, skip_t_emb). Sequential indices mirror the checkpoint:
-    in_layers = [norm, SiLU, conv], out_layers = [norm, SiLU, Dropout, conv]."""
+    (openaimodel.py ResBlock, dims=3, skip_t_emb), GroupNorm32 (float32, eps 1e-5). Sequential indices
+    mirror the checkpoint: in_layers = [norm, SiLU, conv], out_layers = [norm, SiLU, Dropout, conv].
+    It runs inside VideoResBlock through lean.temporal_block_, on spatial slices."""
 
-    def __init__(self, ch: int, kernel_t: int, groups: int) -> None:
+    def __init__(self, ch: int, kernel_t: int, groups: int, ops: Ops = nn) -> None:
         super().__init__()
         kernel, pad = (kernel_t, 1, 1), (kernel_t // 2, 0, 0)
         self.in_layers = nn.Sequential(
-            GroupNorm32(groups, ch, eps=TEMPORAL_NORM_EPS), nn.SiLU(), nn.Conv3d(ch, ch, kernel, padding=pad)
+            ops.GroupNorm(groups, ch, eps=TEMPORAL_NORM_EPS), nn.SiLU(), ops.Conv3d(ch, ch, kernel, padding=pad)
         )
         self.out_layers = nn.Sequential(
-            GroupNorm32(groups, ch, eps=TEMPORAL_NORM_EPS),
+            ops.GroupNorm(groups, ch, eps=TEMPORAL_NORM_EPS),
             nn.SiLU(),
             nn.Dropout(0.0),
-            nn.Conv3d(ch, ch, kernel, padding=pad),
+            ops.Conv3d(ch, ch, kernel, padding=pad),
         )
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, C, T, H, W)
-        return x + self.out_layers(self.in_layers(x))
 
 
 class VideoResBlock(_ResnetCore):
@@ -168,37 +172,49 @@ class VideoResBlock(_ResnetCore):
     (temporal_ae.py VideoResBlock, merge_strategy "learned"; mind the orientation, the UNet's
     mixer weighs the spatial branch with alpha instead)."""
 
-    def __init__(self, in_ch: int, out_ch: int, groups: int, kernel_t: int) -> None:
-        super().__init__(in_ch, out_ch, groups)
-        self.time_stack = TimeStack(out_ch, kernel_t, groups)
+    def __init__(self, in_ch: int, out_ch: int, groups: int, kernel_t: int, ops: Ops = nn) -> None:
+        super().__init__(in_ch, out_ch, groups, ops)
+        self.time_stack = TimeStack(out_ch, kernel_t, groups, ops)
         self.mix_factor = nn.Parameter(torch.zeros(1))  # reference init alpha=0.0
 
+    def run_(self, frames: lean.FrameGroups, num_frames: int, upsample: Upsample | None = None) -> None:
+        """The block on frame groups, in place: spatial part group by group, then the time_stack on
+        spatial slices (its GroupNorm sees (group, T, H, W) of each clip jointly), blended in place.
+        `upsample`, the previous level's, runs per group just before the spatial part, so that its 4x
+        larger output never exists for the whole clip at once."""
+        n, c, h, w = frames.shape
+        if upsample is None:
+            frames.map_(self.spatial, max(c, self.conv1.out_channels) * h * w)
+        else:
+            frames.map_(lambda x: self.spatial(upsample(x)), 4 * max(c, self.conv1.out_channels) * h * w)
+        alpha = torch.sigmoid(lean.cast_param(self.mix_factor, frames.groups[0]))
+        lean.temporal_block_(frames, num_frames, self.time_stack.in_layers, self.time_stack.out_layers,
+                             spatial_weight=1.0 - alpha, temporal_weight=alpha)
+
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
-        h = self.spatial(x)  # (B*T, C, H, W)
-        h_s = rearrange(h, "(b t) c h w -> b c t h w", t=num_frames)
-        h_t = self.time_stack(h_s)  # GroupNorm sees (group, T, H, W) jointly
-        alpha = torch.sigmoid(self.mix_factor)
-        out = alpha * h_t + (1.0 - alpha) * h_s
-        return rearrange(out, "b c t h w -> (b t) c h w")
+        frames = lean.FrameGroups([x])
+        self.run_(frames, num_frames)
+        return frames.cat()
 
 
 class AttnBlock(nn.Module):
     """Single-head self-attention over the H*W positions of each image, 1x1-conv projections,
     scale C^-0.5, residual (model.py AttnBlock)."""
 
-    def __init__(self, ch: int, groups: int) -> None:
+    def __init__(self, ch: int, groups: int, ops: Ops = nn) -> None:
         super().__init__()
-        self.norm = nn.GroupNorm(groups, ch, eps=SPATIAL_NORM_EPS)
-        self.q = nn.Conv2d(ch, ch, 1)
-        self.k = nn.Conv2d(ch, ch, 1)
-        self.v = nn.Conv2d(ch, ch, 1)
-        self.proj_out = nn.Conv2d(ch, ch, 1)
+        self.norm = ops.GroupNorm(groups, ch, eps=SPATIAL_NORM_EPS)
+        self.q = ops.Conv2d(ch, ch, 1)
+        self.k = ops.Conv2d(ch, ch, 1)
+        self.v = ops.Conv2d(ch, ch, 1)
+        self.proj_out = ops.Conv2d(ch, ch, 1)
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W)
         hn = self.norm(x)
         height, width = x.shape[-2:]
         q, k, v = (rearrange(f(hn), "n c h w -> n 1 (h w) c") for f in (self.q, self.k, self.v))
-        a = F.scaled_dot_product_attention(q, k, v)  # (N, 1, H*W, C); default scale C^-0.5
+        del hn
+        a = lean.attention(q, k, v)  # (N, 1, H*W, C); default scale C^-0.5
         a = rearrange(a, "n 1 (h w) c -> n c h w", h=height, w=width)
         return x + self.proj_out(a)
 
@@ -206,46 +222,46 @@ class AttnBlock(nn.Module):
 class Downsample(nn.Module):
     """Zero-pad right and bottom by one, then 3x3 conv with stride 2 (model.py Downsample)."""
 
-    def __init__(self, ch: int) -> None:
+    def __init__(self, ch: int, ops: Ops = nn) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=0)
+        self.conv = ops.Conv2d(ch, ch, 3, stride=2, padding=0)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
 class EncoderLevel(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, n_blocks: int, groups: int, downsample: bool) -> None:
+    def __init__(self, in_ch: int, out_ch: int, n_blocks: int, groups: int, downsample: bool, ops: Ops = nn) -> None:
         super().__init__()
         widths = [in_ch] + [out_ch] * n_blocks
-        self.block = nn.ModuleList(ResnetBlock(widths[j], widths[j + 1], groups) for j in range(n_blocks))
-        self.downsample = Downsample(out_ch) if downsample else None
+        self.block = nn.ModuleList(ResnetBlock(widths[j], widths[j + 1], groups, ops) for j in range(n_blocks))
+        self.downsample = Downsample(out_ch, ops) if downsample else None
 
 
 class EncoderMid(nn.Module):
-    def __init__(self, ch: int, groups: int) -> None:
+    def __init__(self, ch: int, groups: int, ops: Ops = nn) -> None:
         super().__init__()
-        self.block_1 = ResnetBlock(ch, ch, groups)
-        self.attn_1 = AttnBlock(ch, groups)
-        self.block_2 = ResnetBlock(ch, ch, groups)
+        self.block_1 = ResnetBlock(ch, ch, groups, ops)
+        self.attn_1 = AttnBlock(ch, groups, ops)
+        self.block_2 = ResnetBlock(ch, ch, groups, ops)
 
 
 class Encoder(nn.Module):
     """Image -> moments (mean and logvar of the latent posterior), model.py Encoder with
     attn_resolutions [] (attention only in the middle) and double_z."""
 
-    def __init__(self, cfg: VAEConfig) -> None:
+    def __init__(self, cfg: VAEConfig, ops: Ops = nn) -> None:
         super().__init__()
         widths = [cfg.ch * m for m in cfg.ch_mult]
         n = len(widths)
-        self.conv_in = nn.Conv2d(cfg.in_channels, cfg.ch, 3, padding=1)
+        self.conv_in = ops.Conv2d(cfg.in_channels, cfg.ch, 3, padding=1)
         self.down = nn.ModuleList(
-            EncoderLevel(([cfg.ch] + widths)[i], widths[i], cfg.num_res_blocks, cfg.num_groups, i != n - 1)
+            EncoderLevel(([cfg.ch] + widths)[i], widths[i], cfg.num_res_blocks, cfg.num_groups, i != n - 1, ops)
             for i in range(n)
         )
-        self.mid = EncoderMid(widths[-1], cfg.num_groups)
-        self.norm_out = nn.GroupNorm(cfg.num_groups, widths[-1], eps=SPATIAL_NORM_EPS)
-        self.conv_out = nn.Conv2d(widths[-1], 2 * cfg.latent_channels, 3, padding=1)
+        self.mid = EncoderMid(widths[-1], cfg.num_groups, ops)
+        self.norm_out = ops.GroupNorm(cfg.num_groups, widths[-1], eps=SPATIAL_NORM_EPS)
+        self.conv_out = ops.Conv2d(widths[-1], 2 * cfg.latent_channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:  # (N, 3, H, W) -> (N, 2*z, H/f, W/f)
         h = self.conv_in(x)
@@ -260,85 +276,105 @@ class Encoder(nn.Module):
 
 
 class DecoderLevel(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, n_blocks: int, groups: int, kernel_t: int, upsample: bool) -> None:
+    def __init__(self, in_ch: int, out_ch: int, n_blocks: int, groups: int, kernel_t: int, upsample: bool,
+                 ops: Ops = nn) -> None:
         super().__init__()
         widths = [in_ch] + [out_ch] * n_blocks
         self.block = nn.ModuleList(
-            VideoResBlock(widths[j], widths[j + 1], groups, kernel_t) for j in range(n_blocks)
+            VideoResBlock(widths[j], widths[j + 1], groups, kernel_t, ops) for j in range(n_blocks)
         )
-        self.upsample = Upsample(out_ch) if upsample else None
+        self.upsample = Upsample(out_ch, ops) if upsample else None
 
 
 class DecoderMid(nn.Module):
-    def __init__(self, ch: int, groups: int, kernel_t: int) -> None:
+    def __init__(self, ch: int, groups: int, kernel_t: int, ops: Ops = nn) -> None:
         super().__init__()
-        self.block_1 = VideoResBlock(ch, ch, groups, kernel_t)
-        self.attn_1 = AttnBlock(ch, groups)  # time_mode "conv-only": plain per-frame attention
-        self.block_2 = VideoResBlock(ch, ch, groups, kernel_t)
+        self.block_1 = VideoResBlock(ch, ch, groups, kernel_t, ops)
+        self.attn_1 = AttnBlock(ch, groups, ops)  # time_mode "conv-only": plain per-frame attention
+        self.block_2 = VideoResBlock(ch, ch, groups, kernel_t, ops)
 
 
 class VideoConvOut(nn.Module):
     """3x3 2-D conv per frame, then time_mix_conv, a Conv3d with kernel (k, 1, 1) across frames
     (temporal_ae.py AE3DConv). The 2-D weights sit directly on this module, as in the checkpoint."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel_t: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, kernel_t: int, ops: Ops = nn) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_ch, in_ch, 3, 3))
         self.bias = nn.Parameter(torch.empty(out_ch))
-        self.time_mix_conv = nn.Conv3d(out_ch, out_ch, (kernel_t, 1, 1), padding=(kernel_t // 2, 0, 0))
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # torch's Conv2d default init
-        nn.init.uniform_(self.bias, -1.0 / math.sqrt(in_ch * 9), 1.0 / math.sqrt(in_ch * 9))
+        self.time_mix_conv = ops.Conv3d(out_ch, out_ch, (kernel_t, 1, 1), padding=(kernel_t // 2, 0, 0))
+        if not self.weight.is_meta:
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # torch's Conv2d default init
+            nn.init.uniform_(self.bias, -1.0 / math.sqrt(in_ch * 9), 1.0 / math.sqrt(in_ch * 9))
 
-    def forward(self, x: Tensor, num_frames: int) -> Tensor:  # (B*T, Cin, H, W) -> (B*T, Cout, H, W)
-        h = F.conv2d(x, self.weight, self.bias, padding=1)
+    def spatial(self, x: Tensor) -> Tensor:  # (N, Cin, H, W) -> (N, Cout, H, W)
+        return F.conv2d(x, lean.cast_param(self.weight, x), lean.cast_param(self.bias, x), padding=1)
+
+    def temporal(self, h: Tensor, num_frames: int) -> Tensor:  # (B*T, Cout, H, W), mixed over frames
         h = rearrange(h, "(b t) c h w -> b c t h w", t=num_frames)
         return rearrange(self.time_mix_conv(h), "b c t h w -> (b t) c h w")
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:  # (B*T, Cin, H, W) -> (B*T, Cout, H, W)
+        return self.temporal(self.spatial(x), num_frames)
+
+
+def _channels_last(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 class TemporalDecoder(nn.Module):
     """Latents of B videos of T frames -> frames (temporal_ae.py VideoDecoder, time_mode "conv-only").
     `up[i]` is level i (0 = full resolution); it runs from the deepest level up."""
 
-    def __init__(self, cfg: VAEConfig) -> None:
+    def __init__(self, cfg: VAEConfig, ops: Ops = nn) -> None:
         super().__init__()
         widths = [cfg.ch * m for m in cfg.ch_mult]
         n, g, k = len(widths), cfg.num_groups, cfg.video_kernel_size
-        self.conv_in = nn.Conv2d(cfg.latent_channels, widths[-1], 3, padding=1)
-        self.mid = DecoderMid(widths[-1], g, k)
+        self.conv_in = ops.Conv2d(cfg.latent_channels, widths[-1], 3, padding=1)
+        self.mid = DecoderMid(widths[-1], g, k, ops)
         # level i takes the width of level i+1 (the deepest takes its own) and upsamples unless i == 0
         self.up = nn.ModuleList(
-            DecoderLevel((widths + widths[-1:])[i + 1], widths[i], cfg.num_res_blocks + 1, g, k, i != 0)
+            DecoderLevel((widths + widths[-1:])[i + 1], widths[i], cfg.num_res_blocks + 1, g, k, i != 0, ops)
             for i in range(n)
         )
-        self.norm_out = nn.GroupNorm(g, widths[0], eps=SPATIAL_NORM_EPS)
-        self.conv_out = VideoConvOut(widths[0], cfg.out_channels, k)
+        self.norm_out = ops.GroupNorm(g, widths[0], eps=SPATIAL_NORM_EPS)
+        self.conv_out = VideoConvOut(widths[0], cfg.out_channels, k, ops)
 
     def forward(self, z: Tensor, num_frames: int) -> Tensor:  # (B*T, z, h, w) -> (B*T, 3, H, W)
         # Channels-last memory: "(b t) c h w" in NHWC order is "b c t h w" in channels-last-3d order, so
         # the fold to frames is free and the (k,1,1) temporal convs take their fast path (twice as fast
         # on CPU here); the numbers only change by convolution rounding.
-        h = self.conv_in(z).contiguous(memory_format=torch.channels_last)
-        h = self.mid.block_1(h, num_frames)
-        h = self.mid.attn_1(h).contiguous(memory_format=torch.channels_last)  # attention returns NCHW
-        h = self.mid.block_2(h, num_frames)
+        _, _, h, w = z.shape
+        frames = lean.FrameGroups([z])
+        frames.map_(lambda x: _channels_last(self.conv_in(x)), self.conv_in.out_channels * h * w)
+        self.mid.block_1.run_(frames, num_frames)
+        frames.map_(lambda x: _channels_last(self.mid.attn_1(x)), 4 * self.conv_in.out_channels * h * w)
+        self.mid.block_2.run_(frames, num_frames)
+        pending: Upsample | None = None  # the previous level's upsampling, fused into the next block
         for level in reversed(self.up):
             assert isinstance(level, DecoderLevel)
             for block in level.block:
-                h = block(h, num_frames)
-            if level.upsample is not None:
-                h = level.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h)), num_frames)
+                assert isinstance(block, VideoResBlock)
+                block.run_(frames, num_frames, upsample=pending)
+                pending = None
+            pending = level.upsample
+        if pending is not None:
+            _, c, h, w = frames.shape
+            frames.map_(pending, 4 * c * h * w)
+        _, c, h, w = frames.shape
+        frames.map_(lambda x: self.conv_out.spatial(F.silu(self.norm_out(x))), c * h * w)
+        return self.conv_out.temporal(frames.cat(), num_frames)
 
 
 class VAE(nn.Module):
     """Encoder + quant_conv of conditioner.embedders.3.encoder and the temporal decoder of first_stage_model."""
 
-    def __init__(self, cfg: VAEConfig) -> None:
+    def __init__(self, cfg: VAEConfig, ops: Ops = nn) -> None:
         super().__init__()
         self.config = cfg
-        self.encoder = Encoder(cfg)
-        self.quant_conv = nn.Conv2d(2 * cfg.latent_channels, 2 * cfg.latent_channels, 1)
-        self.decoder = TemporalDecoder(cfg)
+        self.encoder = Encoder(cfg, ops)
+        self.quant_conv = ops.Conv2d(2 * cfg.latent_channels, 2 * cfg.latent_channels, 1)
+        self.decoder = TemporalDecoder(cfg, ops)
 
     def encode(self, x: Tensor) -> Tensor:
         """Images (N, 3, H, W) in [-1, 1] -> posterior mode (N, z, H/f, W/f), NOT times scale_factor."""

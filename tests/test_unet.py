@@ -183,8 +183,8 @@ def test_bfloat16_weights_run_and_stay_close(rng: torch.Generator) -> None:
 
 
 def test_attention_split_into_batches_is_exact(rng: torch.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Attention over more rows than _MAX_ATTENTION_BATCH runs in pieces with the same result."""
-    import svd_core.unet as unet_module
+    """Attention over more rows than lean.MAX_ATTENTION_BATCH runs in pieces with the same result."""
+    import svd_core.lean as lean
 
     cfg = UNetConfig.tiny()
     model = _tiny_unet(3)
@@ -196,7 +196,7 @@ def test_attention_split_into_batches_is_exact(rng: torch.Generator, monkeypatch
     )
     with torch.no_grad():
         whole = model(*args, num_frames=3)
-        monkeypatch.setattr(unet_module, "_MAX_ATTENTION_BATCH", 7)
+        monkeypatch.setattr(lean, "MAX_ATTENTION_BATCH", 7)
         pieces = model(*args, num_frames=3)
     assert torch.allclose(whole, pieces, atol=1e-6, rtol=0)
 
