@@ -59,15 +59,22 @@ def gaussian_taps(num_taps: int, sigma: float, *, dtype: torch.dtype = torch.flo
 
 
 def _blur_axis(planes: Tensor, taps: Tensor, axis: str) -> Tensor:
-    """Filter single-channel planes `(P, 1, H, W)` with `taps` along "h" or "w", reflecting the borders."""
+    """Filter single-channel planes `(P, 1, H, W)` with `taps` along "h" or "w", reflecting the borders.
+
+    The planes run as the P channels of one depthwise convolution in channels-last memory: the same
+    sums as a 1-channel convolution per plane (bit for bit here), without the 16-fold padded copy a
+    CPU convolution makes of a 1-channel NCHW input."""
     radius = taps.numel() // 2
+    p = planes.shape[0]
     if axis == "w":
         padded = F.pad(planes, (radius, radius, 0, 0), mode="reflect")
         kernel = taps.view(1, 1, 1, -1)
     else:
         padded = F.pad(planes, (0, 0, radius, radius), mode="reflect")
         kernel = taps.view(1, 1, -1, 1)
-    return F.conv2d(padded, kernel)
+    channels = rearrange(padded, "p 1 h w -> 1 p h w").contiguous(memory_format=torch.channels_last)
+    out = F.conv2d(channels, kernel.expand(p, -1, -1, -1), groups=p)
+    return rearrange(out, "1 p h w -> p 1 h w")
 
 
 def _is_identity(sigma: float) -> bool:

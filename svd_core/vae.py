@@ -122,6 +122,10 @@ class VAEConfig:
         return cfg
 
 
+def _channels_last(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class _ResnetCore(nn.Module):
     """norm1 -> swish -> conv1 -> norm2 -> swish -> conv2, plus a 1x1 nin_shortcut when widths differ
     (model.py ResnetBlock with temb_channels=0 and dropout 0)."""
@@ -264,7 +268,9 @@ class Encoder(nn.Module):
         self.conv_out = ops.Conv2d(widths[-1], 2 * cfg.latent_channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:  # (N, 3, H, W) -> (N, 2*z, H/f, W/f)
-        h = self.conv_in(x)
+        # channels-last, like the decoder: CPU convolutions then make no reordered copies of their
+        # input and output (half the peak memory here); only convolution rounding changes
+        h = _channels_last(self.conv_in(_channels_last(x)))
         for level in self.down:
             assert isinstance(level, EncoderLevel)
             for block in level.block:
@@ -316,10 +322,6 @@ class VideoConvOut(nn.Module):
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:  # (B*T, Cin, H, W) -> (B*T, Cout, H, W)
         return self.temporal(self.spatial(x), num_frames)
-
-
-def _channels_last(x: Tensor) -> Tensor:
-    return x.contiguous(memory_format=torch.channels_last)
 
 
 class TemporalDecoder(nn.Module):
