@@ -26,7 +26,7 @@ from torch import Tensor
 from svd_core.image_ops import RESIZE_MODES, fit_image
 
 __all__ = [
-    "DTYPE_CHOICES", "FRAMES_KEY", "LATENT_CHANNELS", "LATENT_DOWNSCALE", "REFERENCE_DECODE_CHUNK",
+    "DTYPE_CHOICES", "STORAGE_ONLY", "FRAMES_KEY", "LATENT_CHANNELS", "LATENT_DOWNSCALE", "REFERENCE_DECODE_CHUNK",
     "RESIZE_MODES", "SIZE_MULTIPLE", "ModelHandle", "check_size", "conditioning_errors",
     "empty_latent", "fit_image", "fps_to_fps_id", "frames_to_image", "image_to_bchw",
     "latent_to_video", "make_noise", "match_batches", "parse_dtype", "preview_grid",
@@ -45,8 +45,11 @@ REFERENCE_DECODE_CHUNK = 14
 # Extra key of the LATENT dict holding the number of frames per video.
 FRAMES_KEY = "svd_frames"
 
-DTYPE_CHOICES: tuple[str, ...] = ("auto", "fp16", "bf16", "fp32")
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+DTYPE_CHOICES: tuple[str, ...] = ("auto", "fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2")
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
+           "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+# storage-only dtypes: the weights are kept in them and cast to a compute dtype at each call
+STORAGE_ONLY = frozenset({torch.float8_e4m3fn, torch.float8_e5m2})
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def fps_to_fps_id(fps: int) -> int:
 
 
 def parse_dtype(name: str) -> torch.dtype | None:
-    """'fp16' / 'bf16' / 'fp32' -> torch dtype; 'auto' -> None (the host decides)."""
+    """'fp16' / 'bf16' / 'fp32' / 'fp8_e4m3fn' / 'fp8_e5m2' -> torch dtype; 'auto' -> None (the host decides)."""
     if name == "auto":
         return None
     if name not in _DTYPES:

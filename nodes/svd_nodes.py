@@ -17,6 +17,7 @@ import torch
 import comfy.latent_formats
 import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.ops
 import comfy.utils
 import folder_paths
 import latent_preview
@@ -24,8 +25,11 @@ from comfy_api.latest import io
 
 import svd_core
 
+from svd_core import memory
+from svd_core.layers import compute_dtype, set_execution
+
 from .adapters import (
-    DTYPE_CHOICES, FRAMES_KEY, REFERENCE_DECODE_CHUNK, RESIZE_MODES, ModelHandle, conditioning_errors,
+    DTYPE_CHOICES, FRAMES_KEY, REFERENCE_DECODE_CHUNK, RESIZE_MODES, STORAGE_ONLY, ModelHandle, conditioning_errors,
     empty_latent, fit_image, fps_to_fps_id, frames_to_image, image_to_bchw, latent_to_video, make_noise,
     match_batches, parse_dtype, preview_grid, repeat_videos, sampler_errors, video_to_latent,
 )
@@ -106,7 +110,10 @@ class StableVideoCheckpointLoader(io.ComfyNode):
                                tooltip="The SVD checkpoint: a file (or a diffusers folder) in ComfyUI's models/checkpoints."),
                 io.Combo.Input("weight_dtype", options=list(DTYPE_CHOICES), default="auto",
                                tooltip="Weight precision. auto: what ComfyUI picks for your device "
-                                       "(fp32 on a CPU, usually fp16 on a GPU)."),
+                                       "(fp32 on a CPU, usually fp16 on a GPU). fp8_e4m3fn / fp8_e5m2 keep "
+                                       "the UNet's weights in 8 bits (half the memory of fp16) and compute in "
+                                       "fp16 or bf16, like core's UNETLoader; the image encoder and VAE then "
+                                       "use ComfyUI's choice."),
             ],
             outputs=[
                 SVDModel.Output(display_name="model", tooltip="The video UNet."),
@@ -120,16 +127,31 @@ class StableVideoCheckpointLoader(io.ComfyNode):
         path = _checkpoint_path(ckpt_name)
         chosen = parse_dtype(weight_dtype)
         unet_dev, enc_dev, vae_dev = mm.get_torch_device(), mm.text_encoder_device(), mm.vae_device()
-        unet_dtype = chosen or mm.unet_dtype(unet_dev, supported_dtypes=[torch.float16, torch.bfloat16, torch.float32])
+        supported = [torch.float16, torch.bfloat16, torch.float32]
+        if chosen in STORAGE_ONLY:  # fp8: stored in 8 bits, computed in what the device supports
+            storage = chosen
+            unet_dtype = mm.unet_manual_cast(storage, unet_dev, supported_dtypes=supported) or torch.float16
+            chosen = None
+        else:
+            unet_dtype = chosen or mm.unet_dtype(unet_dev, supported_dtypes=supported)
+            storage = unet_dtype
         enc_dtype = chosen or mm.text_encoder_dtype(enc_dev)
         vae_dtype = chosen or mm.vae_dtype(vae_dev, allowed_dtypes=[torch.bfloat16, torch.float32])
+        # ComfyUI's layers: they cast (and move) weights at each call when the model manager loads a
+        # model partially (low VRAM), or always when the UNet's weights are stored in another dtype
+        ops = comfy.ops.pick_operations(storage, unet_dtype, load_device=unet_dev)
         try:
-            models = svd_core.load_models(path, dtype=unet_dtype, vae_dtype=vae_dtype, device=mm.unet_offload_device())
+            models = svd_core.load_models(path, dtype=unet_dtype, vae_dtype=vae_dtype, device=mm.unet_offload_device(),
+                                          weight_dtype=storage, ops=ops)
         except svd_core.CheckpointError as e:
             raise ValueError(f"ckpt_name '{ckpt_name}' cannot be loaded as an SVD model: {e}") from e
         encoder = models.image_encoder.to(device=mm.text_encoder_offload_device(), dtype=enc_dtype)
         vae = models.vae.to(device=mm.vae_offload_device())
-        log.info("loaded %s: unet %s, image encoder %s, vae %s", ckpt_name, unet_dtype, enc_dtype, vae_dtype)
+        set_execution(models.unet, device=unet_dev, dtype=unet_dtype)
+        set_execution(encoder, device=enc_dev, dtype=enc_dtype)
+        set_execution(vae, device=vae_dev, dtype=vae_dtype)
+        log.info("loaded %s: unet %s (stored %s), image encoder %s, vae %s", ckpt_name, unet_dtype, storage,
+                 enc_dtype, vae_dtype)
         return io.NodeOutput(
             ModelHandle(_patcher(models.unet, unet_dev, mm.unet_offload_device()), models.config),
             ModelHandle(_patcher(encoder, enc_dev, mm.text_encoder_offload_device()), models.config),
@@ -193,7 +215,11 @@ class StableVideoConditioning(io.ComfyNode):
         _raise_if(conditioning_errors(width, height, fps, motion_bucket_id, cond_aug))
         pixels = fit_image(image_to_bchw(image), width, height, resize_mode)  # (B, 3, H, W)
         aug_noise = make_noise(tuple(pixels.shape), seed)
-        mm.load_models_gpu([clip_vision.patcher, vae.patcher])
+        b, _, h, w = pixels.shape
+        cfg = clip_vision.config
+        need = max(memory.image_encoder_bytes(cfg.image_encoder, b, h, w, compute_dtype(clip_vision.module)),
+                   memory.vae_encoder_bytes(cfg.vae, b, h, w, compute_dtype(vae.module)))
+        mm.load_models_gpu([clip_vision.patcher, vae.patcher], memory_required=need)
         positive, negative = svd_core.encode_conditioning(
             clip_vision.module, vae.module, pixels,
             fps_id=fps_to_fps_id(fps), motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, aug_noise=aug_noise,
@@ -307,7 +333,10 @@ class StableVideoSampler(io.ComfyNode):
         start = repeat_videos(start, n) * scale
         noise = make_noise(tuple(start.shape), seed)  # (B, T, 4, h, w)
 
-        mm.load_models_gpu([model.patcher])
+        f = model.config.vae.downscale
+        need = memory.unet_step_bytes(model.config.unet, n, start.shape[1], start.shape[-2] * f, start.shape[-1] * f,
+                                      compute_dtype(model.module), downscale=f)
+        mm.load_models_gpu([model.patcher], memory_required=need)  # makes room: other models are offloaded first
         callback = _step_callback(model.patcher.load_device, steps)
         z = svd_core.sample_video(
             model.module, positive, negative, noise, num_steps=steps, min_cfg=min_cfg, max_cfg=max_cfg,
@@ -363,8 +392,11 @@ class StableVideoDecode(io.ComfyNode):
     @classmethod
     def execute(cls, vae: ModelHandle, latent: dict[str, Any], frames_per_chunk: int) -> io.NodeOutput:
         z = latent_to_video(latent, "latent") * vae.config.vae.scale_factor  # (B, T, 4, h, w) diffusion space
-        mm.load_models_gpu([vae.patcher])
-        frames = svd_core.decode_latents(vae.module, z, decode_chunk_size=frames_per_chunk or REFERENCE_DECODE_CHUNK)
+        chunk = svd_core.decode_chunk(frames_per_chunk or None, z.shape[1])  # 0: the reference's 14
+        f = vae.config.vae.downscale
+        need = memory.decode_bytes(vae.config.vae, chunk, z.shape[-2] * f, z.shape[-1] * f, compute_dtype(vae.module))
+        mm.load_models_gpu([vae.patcher], memory_required=need)  # e.g. the UNet is offloaded first if needed
+        frames = svd_core.decode_latents(vae.module, z, decode_chunk_size=chunk)
         return io.NodeOutput(frames_to_image(frames).to(mm.intermediate_device()))
 
 

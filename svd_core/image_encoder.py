@@ -27,7 +27,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from . import lean
-from .layers import Ops
+from .layers import Ops, compute_dtype, execution_device
 from .resize import resize_antialiased
 
 __all__ = [
@@ -244,7 +244,6 @@ def encode_image(encoder: ImageEncoder, image01: Tensor) -> Tensor:
     The reference feeds the frame in [-1, 1] (simple_video_sample.py: `image * 2.0 - 1.0`), so we map
     to [-1, 1] first, then preprocess (in float32) and run the tower in its own dtype.
     """
-    p = next(encoder.parameters())
-    x = image01.to(device=p.device, dtype=torch.float32) * 2.0 - 1.0
+    x = image01.to(device=execution_device(encoder), dtype=torch.float32) * 2.0 - 1.0
     pixels = preprocess(x, encoder.config.image_size)
-    return encoder(pixels.to(p.dtype))
+    return encoder(pixels.to(compute_dtype(encoder)))

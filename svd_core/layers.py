@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -13,6 +14,34 @@ from . import lean
 # LayerNorm (torch.nn itself by default; a host passes its own, e.g. ComfyUI's comfy.ops classes that
 # cast or move weights at each call). Typed loosely: hosts' classes are torch.nn subclasses.
 Ops = Any
+
+# Where and in what precision a model computes, when that is not what its first parameter says: a host
+# may keep some weights on another device (ComfyUI's low-VRAM loading) or store them in fp8 and compute
+# in fp16 / bf16. `set_execution` records them on the module; the pipeline reads them back.
+_DEVICE_ATTR = "svd_execution_device"
+_DTYPE_ATTR = "svd_compute_dtype"
+
+
+def set_execution(module: nn.Module, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+    """Record the device inputs go to and the dtype activations take for `module` (None: unchanged)."""
+    if device is not None:
+        setattr(module, _DEVICE_ATTR, torch.device(device))
+    if dtype is not None:
+        setattr(module, _DTYPE_ATTR, dtype)
+
+
+def execution_device(module: nn.Module) -> torch.device:
+    """The recorded device, else the device of the module's first parameter."""
+    device = getattr(module, _DEVICE_ATTR, None)
+    return device if device is not None else next(module.parameters()).device
+
+
+def compute_dtype(module: nn.Module) -> torch.dtype:
+    """The recorded compute dtype, else the dtype of the module's first floating-point parameter."""
+    dtype = getattr(module, _DTYPE_ATTR, None)
+    if dtype is not None:
+        return dtype
+    return next(p.dtype for p in module.parameters() if p.is_floating_point())
 
 
 class Upsample(nn.Module):

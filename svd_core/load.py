@@ -24,6 +24,7 @@ from .convert import image_encoder as convert_image_encoder
 from .convert import unet as convert_unet
 from .convert import vae as convert_vae
 from .image_encoder import ImageEncoder, ImageEncoderConfig
+from .layers import Ops, set_execution
 from .layout import SINGLE_FILE_PREFIXES, part_of
 from .unet import UNet, UNetConfig
 from .vae import VAE, VAEConfig
@@ -31,6 +32,8 @@ from .vae import VAE, VAEConfig
 log = logging.getLogger(__name__)
 
 PARTS = ("unet", "image_encoder", "vae")
+# Storage dtypes of the UNet's matrices that load_models accepts (fp8: stored, computed in `dtype`).
+WEIGHT_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2})
 MAX_LISTED = 5  # offending keys listed in an error message
 
 class CheckpointError(ValueError):
@@ -47,10 +50,13 @@ class SVDModels:
     config: SVDConfig
 
 
-def build_models(config: SVDConfig, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> SVDModels:
-    """Fresh (uninitialised on `meta`) models for `config`."""
+def build_models(config: SVDConfig, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                 ops: Ops = torch.nn) -> SVDModels:
+    """Fresh (uninitialised on `meta`) models for `config`, their layers made by `ops` (see layers.Ops)."""
     with torch.device(device):
-        unet, image_encoder, vae = UNet(config.unet), ImageEncoder(config.image_encoder), VAE(config.vae)
+        unet = UNet(config.unet, ops)
+        image_encoder = ImageEncoder(config.image_encoder, ops)
+        vae = VAE(config.vae, ops)
     models = SVDModels(unet, image_encoder, vae, config)
     if dtype is not None:
         for part in PARTS:
@@ -232,12 +238,18 @@ def load_models(
     device: str | torch.device = "cpu",
     preset: str | None = None,
     vae_dtype: torch.dtype | None = None,
+    weight_dtype: torch.dtype | None = None,
+    ops: Ops = torch.nn,
 ) -> SVDModels:
     """Load an SVD checkpoint: the official single .safetensors file, or a diffusers folder.
 
     `dtype` is the compute dtype of the models (fp32, fp16 or bf16, whatever the file stores);
     `vae_dtype`, when given, that of the VAE alone (the reference runs its VAE in fp32:
     disable_first_stage_autocast / disable_encoder_autocast in svd_xt_1_1.yaml);
+    `weight_dtype`, when given, the storage dtype of the UNet's matrices (the weights of its linear and
+    convolution layers, 99.9 % of its bytes; norms, biases and mix factors stay in `dtype`): e.g.
+    torch.float8_e4m3fn, which `ops` must then cast per call (ComfyUI's comfy.ops.manual_cast does);
+    `ops`, the namespace the layers are made from (torch.nn; a host's casting layers);
     `preset` picks the sampling defaults (svd / svd_xt / svd_xt_1_1; guessed from the name when None).
     Raises CheckpointError, naming the file and the first offending keys, for anything else.
     """
@@ -268,16 +280,22 @@ def load_models(
                 f"checkpoint '{path}': tensor '{bad[0].key}' has dtype {bad[0].dtype}; expected F32, F16 or BF16"
             )
 
-    models = build_models(config, device="meta")
+    if weight_dtype is not None and weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype {weight_dtype} is not supported; expected one of {sorted(map(str, WEIGHT_DTYPES))}")
+    models = build_models(config, device="meta", ops=ops)
     for part in PARTS:
         part_dtype = vae_dtype if (part == "vae" and vae_dtype is not None) else dtype
         if path.is_dir():
             sd = _load_diffusers_part(path, part, tensors[part], part_dtype, device)
         else:
             sd = read_tensors(renamed[part], part_dtype, device)
+        if part == "unet" and weight_dtype is not None and weight_dtype != part_dtype:
+            for k in [k for k, v in sd.items() if v.ndim >= 2]:  # one tensor at a time: no second copy
+                sd[k] = sd[k].to(weight_dtype)
         module = getattr(models, part)
         module.load_state_dict(sd, strict=True, assign=True)
         module.eval().requires_grad_(False)
+        set_execution(module, dtype=part_dtype)
         del sd
     log.info("loaded %s from '%s' as %s (VAE %s) on %s", config.name, path, dtype, vae_dtype or dtype, device)
     return models

@@ -19,6 +19,7 @@ from .edm import VDenoiser
 from .embeddings import timestep_embedding
 from .guidance import GuidedDenoiser, guidance_scales
 from .image_encoder import ImageEncoder, encode_image
+from .layers import compute_dtype, execution_device
 from .load import SVDModels
 from .sampling import SAMPLERS, get_sigmas_karras, initial_noise_scale, randn_noise_sampler
 from .unet import UNet
@@ -53,8 +54,7 @@ class Conditioning:
 
 
 def _module_device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    p = next(module.parameters())
-    return p.device, p.dtype
+    return execution_device(module), compute_dtype(module)
 
 
 def embed_vector(values: Tensor, embed_dim: int) -> Tensor:
@@ -220,20 +220,35 @@ def _device_noise(sampler: Callable[[Tensor], Tensor], device: torch.device) -> 
     return lambda like: sampler(like.to("cpu")).to(device)
 
 
+def decode_chunk(decode_chunk_size: int | None, num_frames: int) -> int:
+    """The frames decoded together: decode_chunk_size (None: the reference's 14), at most the video's
+    num_frames (a larger value is clamped, with a warning naming it); below 1 is refused."""
+    if decode_chunk_size is None:
+        return min(DEFAULT_DECODE_CHUNK, num_frames)
+    if isinstance(decode_chunk_size, bool) or not isinstance(decode_chunk_size, int):
+        raise ValueError(f"decode_chunk_size must be a whole number of frames, got {decode_chunk_size!r}")
+    if decode_chunk_size < 1:
+        raise ValueError(f"decode_chunk_size must be at least 1 frame, got {decode_chunk_size}")
+    if decode_chunk_size > num_frames:
+        log.warning("decode_chunk_size %d is larger than the video's %d frames: decoding all %d together",
+                    decode_chunk_size, num_frames, num_frames)
+        return num_frames
+    return decode_chunk_size
+
+
 def decode_latents(vae: VAE, z: Tensor, *, decode_chunk_size: int | None = None) -> Tensor:
     """Latents (B, T, C, h, w) -> frames (B, T, 3, H, W) float32 in [0, 1].
 
     z is divided by the scale factor (0.18215) and decoded by the temporal decoder in chunks of
-    `decode_chunk_size` frames (None: 14, the reference's decoding_t), each chunk seen as one short
+    `decode_chunk_size` frames (None: 14, the reference's decoding_t; see `decode_chunk` for bad
+    values), each chunk seen as one short
     video by the temporal layers, like the reference's decode_first_stage with
     en_and_decode_n_samples_a_time. Chunks never straddle two videos (the reference only decodes one).
     The chunk size never depends on free memory, so the output does not either.
     """
     if z.ndim != 5:
         raise ValueError(f"latents must be (B, T, C, h, w), got shape {tuple(z.shape)}")
-    chunk = DEFAULT_DECODE_CHUNK if not decode_chunk_size else int(decode_chunk_size)
-    if chunk < 1:
-        raise ValueError(f"decode_chunk_size must be positive, got {decode_chunk_size}")
+    chunk = decode_chunk(decode_chunk_size, z.shape[1])
     device, dtype = _module_device_dtype(vae)
     videos = []
     with torch.inference_mode():
@@ -294,6 +309,8 @@ def generate(
     max_cfg = s.max_cfg if max_cfg is None else max_cfg
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+    # checked before any work; the preset's chunk (the reference's 14) is clamped to short videos quietly
+    chunk = min(s.decode_chunk_size, num_frames) if decode_chunk_size is None else decode_chunk(decode_chunk_size, num_frames)
     b, _, h, w = image.shape
     f = 2 ** (len(models.vae.config.ch_mult) - 1)
     shape = (b, num_frames, models.vae.config.latent_channels, h // f, w // f)
@@ -313,4 +330,4 @@ def generate(
         num_steps=num_steps, min_cfg=min_cfg, max_cfg=max_cfg, guidance=guidance, sampler=sampler,
         sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho, generator=g, callback=callback,
     )
-    return decode_latents(models.vae, z, decode_chunk_size=decode_chunk_size or s.decode_chunk_size)
+    return decode_latents(models.vae, z, decode_chunk_size=chunk)
