@@ -289,10 +289,11 @@ VALIDATION_WORK = Work(width=512, height=320, frames=8, videos=1, chunk=8, dtype
 ENCODER_VIDEOS = 8
 
 
-def _validation_work(stage: str) -> Work:
+def _validation_work(stage: str, width: int | None = None, height: int | None = None) -> Work:
+    work = replace(VALIDATION_WORK, width=width or VALIDATION_WORK.width, height=height or VALIDATION_WORK.height)
     if stage in ("image_encoder", "vae_encoder"):
-        return replace(VALIDATION_WORK, videos=ENCODER_VIDEOS)
-    return VALIDATION_WORK
+        return replace(work, videos=ENCODER_VIDEOS)
+    return work
 
 
 def validation_config() -> svd_core.SVDConfig:
@@ -308,10 +309,10 @@ def _status_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def rss_child(stage: str) -> dict[str, int]:
+def rss_child(stage: str, width: int | None = None, height: int | None = None) -> dict[str, int]:
     """In a fresh process: real CPU tensors, activation peak as the kernel counts it (and as LiveBytes does)."""
     torch.manual_seed(0)
-    config, work = validation_config(), _validation_work(stage)
+    config, work = validation_config(), _validation_work(stage, width, height)
     parts = ours_stages(config, work, "cpu")
     run = parts["runners"][stage]
     with torch.inference_mode():
@@ -368,7 +369,10 @@ def main() -> int:
     ap.add_argument("--rss-child", choices=STAGES, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
-        sys.stdout.write(json.dumps(rss_child(args.rss_child)) + "\n")
+        given = {"--width": 1024, "--height": 576}  # the validation's own size unless set
+        w = args.width if args.width != given["--width"] else None
+        h = args.height if args.height != given["--height"] else None
+        sys.stdout.write(json.dumps(rss_child(args.rss_child, w, h)) + "\n")
         return 0
     if args.validate:
         return 0 if validate() else 1

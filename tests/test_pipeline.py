@@ -194,3 +194,25 @@ def test_generate_with_half_unet_and_fp32_vae(tmp_path):
     b = generate(mixed, image, num_frames=T, num_steps=2, seed=1)
     assert b.dtype == torch.float32 and b.shape == a.shape
     assert (a - b).abs().mean() < 0.05  # bf16 rounding only
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_decode_chunk_below_one_or_not_whole_is_refused_naming_it(bad: object) -> None:
+    from svd_core.pipeline import decode_chunk
+
+    with pytest.raises(ValueError, match="decode_chunk_size"):
+        decode_chunk(bad, 25)  # type: ignore[arg-type]
+
+
+def test_decode_chunk_larger_than_the_video_is_clamped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from svd_core.pipeline import decode_chunk
+
+    with caplog.at_level("WARNING", logger="svd_core.pipeline"):
+        assert decode_chunk(30, 25) == 25
+    assert "decode_chunk_size 30" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="svd_core.pipeline"):
+        assert decode_chunk(None, 4) == 4  # the reference's 14 on a short video: quietly all frames
+        assert decode_chunk(None, 25) == 14
+        assert decode_chunk(7, 25) == 7
+    assert not caplog.text
