@@ -1,4 +1,12 @@
 #!/usr/bin/env bash
-# One GPU: full-size random-weight SVD-XT 1.1, 25 frames at 1024x576, fp16: ms per UNet step, decode time and
-# peak memory for svd_core beside diffusers' StableVideoDiffusionPipeline (needs ~25 GB of disk for the two copies).
-exec python3 "$(dirname "$0")/compare.py" --device cuda --model full --dtype fp16 --frames 25 --width 1024 --height 576 --steps 4 --rounds 2 "$@"
+# One GPU, full-size SVD-XT 1.1 (random weights), 1024x576, 25 frames, fp16:
+#  1. every stage (image encoder, VAE encoder, one guided UNet step, one 14-frame decode chunk): time and
+#     torch.cuda.max_memory_allocated, ours beside diffusers' and beside the memory model's figures;
+#  2. with E2E=1, also the whole pipeline against diffusers' StableVideoDiffusionPipeline on the same weights
+#     (bench/compare.py: ms per step, decode time, peak memory, frames agree; ~25 GB of disk for two copies).
+set -euo pipefail
+here="$(dirname "$0")"
+python3 "$here/gpu_stages.py" --device cuda --model full --dtype fp16 --frames 25 --width 1024 --height 576 --chunk 14 "$@"
+if [ "${E2E:-0}" = "1" ]; then
+  python3 "$here/compare.py" --device cuda --model full --dtype fp16 --frames 25 --width 1024 --height 576 --steps 4 --rounds 2
+fi

@@ -110,3 +110,13 @@ def test_command_line_prints_every_stage_with_diffusers_beside(tmp_path: Path) -
     bad = subprocess.run([sys.executable, str(BENCH / "memory.py"), "--frames", "4", "--chunk", "9"],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "--chunk" in bad.stderr
+
+
+def test_stage_bench_runs_on_the_cpu() -> None:
+    """bench/gpu_stages.py (what bench_gpu.sh runs on a GPU) as a smoke run on the tiny model."""
+    out = subprocess.run([sys.executable, str(BENCH / "gpu_stages.py"), "--device", "cpu", "--model", "tiny",
+                          "--width", "64", "--height", "64", "--frames", "4", "--chunk", "4", "--repeats", "1",
+                          "--dtype", "fp32", "--peer", "none"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for stage in memory_model.STAGES:
+        assert stage in out.stderr
