@@ -264,6 +264,12 @@ def formula(config: svd_core.SVDConfig, work: Work) -> dict[str, int]:
     }
 
 
+# Issue 7's targets (weights + activations, GiB) at 1024x576, 25 frames, decode chunk 14:
+# (stage, VAE dtype or None for any) -> limit
+TARGETS = {("unet_step", torch.float16): 6.0, ("decode_chunk", torch.float16): 4.0, ("decode_chunk", torch.bfloat16): 4.0,
+           ("decode_chunk", torch.float32): 8.0}
+
+
 def print_table(config: svd_core.SVDConfig, work: Work, result: dict[str, dict[str, dict[str, int]]]) -> None:
     est = formula(config, work)
     names = list(result)
@@ -279,6 +285,15 @@ def print_table(config: svd_core.SVDConfig, work: Work, result: dict[str, dict[s
             r = result[n][stage]
             row += f"{r['weights'] / GiB:>20.2f}{r['activations'] / GiB:>18.2f}{(r['weights'] + r['activations']) / GiB:>18.2f}"
         log.info("%s%18.2f", row, est[stage] / GiB)
+    full_size = (work.width, work.height, work.frames, work.chunk) == (1024, 576, 25, 14) and config.name.startswith("svd")
+    for (stage, dtype), limit in TARGETS.items():
+        if not full_size or stage not in result["svd_core"]:
+            continue
+        if dtype != (work.dtype if stage == "unet_step" else work.vae_dtype):
+            continue
+        r = result["svd_core"][stage]
+        total = (r["weights"] + r["activations"]) / GiB
+        log.info("target %s <= %.0f GiB: %.2f GiB, %s", stage, limit, total, "met" if total <= limit else "NOT MET")
 
 
 # --- validation against the kernel's count of resident memory ---------------------------------------

@@ -117,6 +117,9 @@ def run_generate(args: argparse.Namespace) -> int:
     if not args.image.exists():
         log.error("input image '%s' does not exist", args.image)
         return 2
+    if args.decode_chunk_size is not None and args.decode_chunk_size < 1:
+        log.error("--decode-chunk-size must be at least 1 frame, got %d", args.decode_chunk_size)
+        return 2
     if not args.checkpoint.exists():
         log.error(
             "checkpoint '%s' not found. Download svd_xt_1_1.safetensors (4.78 GB) from Stability AI's Hugging Face "

@@ -60,3 +60,14 @@ def test_bad_size_is_refused(inputs):
     ckpt, img, d = inputs
     r = _run("--checkpoint", str(ckpt), "--image", str(img), "--output", str(d / "x.webp"), "--width", "100")
     assert r.returncode == 2 and "multiples of 64" in r.stderr
+
+
+def test_decode_chunk_below_one_is_refused_and_above_the_frames_clamped(inputs):
+    ckpt, img, d = inputs
+    common = ("--checkpoint", str(ckpt), "--image", str(img), "--width", "64", "--height", "64", "--frames", "3",
+              "--steps", "1", "--device", "cpu")
+    r = _run(*common, "--output", str(d / "c0.webp"), "--decode-chunk-size", "0")
+    assert r.returncode == 2 and "--decode-chunk-size" in r.stderr and not (d / "c0.webp").exists()
+    r = _run(*common, "--output", str(d / "c9.webp"), "--decode-chunk-size", "9")
+    assert r.returncode == 0, r.stderr
+    assert "decode_chunk_size 9 is larger than the video's 3 frames" in r.stderr
