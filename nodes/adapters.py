@@ -23,7 +23,9 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
+from svd_core.config import DTYPES, STORAGE_ONLY_DTYPES, SamplingConfig
 from svd_core.image_ops import RESIZE_MODES, fit_image
+from svd_core.vae import VAEConfig
 
 __all__ = [
     "DTYPE_CHOICES", "STORAGE_ONLY", "FRAMES_KEY", "LATENT_CHANNELS", "LATENT_DOWNSCALE", "REFERENCE_DECODE_CHUNK",
@@ -33,23 +35,21 @@ __all__ = [
     "repeat_videos", "sampler_errors", "video_to_latent",
 ]
 
-# The VAE's latent: 4 channels, 8x smaller than the image
-# (svd_xt_1_1.yaml first_stage_config: z_channels 4, ch_mult [1, 2, 4, 4] = three halvings).
-LATENT_CHANNELS = 4
-LATENT_DOWNSCALE = 8
+# The VAE's latent: 4 channels, 8x smaller than the image (svd_core.VAEConfig, from svd_xt_1_1.yaml).
+LATENT_CHANNELS = VAEConfig.svd_xt().latent_channels
+LATENT_DOWNSCALE = VAEConfig.svd_xt().downscale
 # Image sides must be multiples of 64 (scripts/sampling/simple_video_sample.py rounds sizes down to
 # multiples of 64; the UNet halves the 1/8 latent three times).
 SIZE_MULTIPLE = 64
-# Frames decoded per VAE call in the reference: simple_video_sample.py `decoding_t = 14`.
-REFERENCE_DECODE_CHUNK = 14
+# Frames decoded per VAE call in the reference (simple_video_sample.py `decoding_t`), from svd_core.
+REFERENCE_DECODE_CHUNK = SamplingConfig().decode_chunk_size
 # Extra key of the LATENT dict holding the number of frames per video.
 FRAMES_KEY = "svd_frames"
 
 DTYPE_CHOICES: tuple[str, ...] = ("auto", "fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2")
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
-           "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+_DTYPES = DTYPES
 # storage-only dtypes: the weights are kept in them and cast to a compute dtype at each call
-STORAGE_ONLY = frozenset({torch.float8_e4m3fn, torch.float8_e5m2})
+STORAGE_ONLY = STORAGE_ONLY_DTYPES
 
 
 @dataclass(frozen=True)

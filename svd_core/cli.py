@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import PRESETS
+from .config import COMPUTE_DTYPES, PRESETS
+from .config import DTYPES as DTYPES_BY_NAME
 from .guidance import GUIDANCE_SCHEDULES
 from .image_ops import RESIZE_MODES, fit_image
 from .load import CheckpointError, load_models
@@ -21,7 +22,7 @@ from .pipeline import SAMPLER_NAMES, generate
 
 log = logging.getLogger("svd_core")
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+DTYPES = {name: DTYPES_BY_NAME[name] for name in COMPUTE_DTYPES}
 VIDEO_SUFFIXES = (".webp", ".gif", ".mp4")
 
 
@@ -37,10 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--resize", choices=RESIZE_MODES, default="crop", help="how the image is fitted to the size (default crop)")
     g.add_argument("--frames", type=int, default=None, help="number of frames (default: the preset's, 25 for XT, 14 for SVD)")
     g.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's, 30 for XT, 25 for SVD)")
-    g.add_argument("--fps", type=int, default=7, help="frames per second of the file; the model sees fps_id = fps - 1 (default 7)")
-    g.add_argument("--fps-id", type=int, default=None, help="override the fps_id conditioning (default fps - 1 = 6, the reference's)")
-    g.add_argument("--motion-bucket-id", type=int, default=127, help="amount of motion (default 127, SVD-XT 1.1's fine-tuning value)")
-    g.add_argument("--cond-aug", type=float, default=0.02, help="noise added to the conditioning frame (default 0.02)")
+    g.add_argument("--fps", type=int, default=None,
+                   help="frames per second of the file; the model sees fps_id = fps - 1 (default: the preset's fps_id + 1, 7)")
+    g.add_argument("--fps-id", type=int, default=None, help="override the fps_id conditioning (default fps - 1, the preset's 6)")
+    g.add_argument("--motion-bucket-id", type=int, default=None,
+                   help="amount of motion (default: the preset's, 127, SVD-XT 1.1's fine-tuning value)")
+    g.add_argument("--cond-aug", type=float, default=None, help="noise added to the conditioning frame (default: the preset's, 0.02)")
     g.add_argument("--min-cfg", type=float, default=None, help="guidance scale on the first frame (default: the preset's)")
     g.add_argument("--max-cfg", type=float, default=None, help="guidance scale on the last frame (default: the preset's)")
     g.add_argument("--guidance", choices=GUIDANCE_SCHEDULES, default="linear", help="per-frame guidance schedule")
@@ -143,14 +146,15 @@ def run_generate(args: argparse.Namespace) -> int:
     image = fit_image(load_image(args.image), width, height, args.resize)
     steps = args.steps or s.num_steps
     log.info("%s: %dx%d, %s frames, %d steps, seed %d", models.config.name, width, height, args.frames or s.num_frames, steps, args.seed)
+    fps = args.fps if args.fps is not None else s.fps_id + 1
     video = generate(
         models, image, num_frames=args.frames, num_steps=steps,
-        fps_id=args.fps - 1 if args.fps_id is None else args.fps_id,
+        fps_id=fps - 1 if args.fps_id is None else args.fps_id,
         motion_bucket_id=args.motion_bucket_id, cond_aug=args.cond_aug, min_cfg=args.min_cfg, max_cfg=args.max_cfg,
         guidance=args.guidance, sampler=args.sampler, seed=args.seed, decode_chunk_size=args.decode_chunk_size,
         callback=ProgressBar(steps, enabled=not args.quiet),
     )
-    write_video(video[0], args.output, args.fps)
+    write_video(video[0], args.output, fps)
     log.info("wrote %s (%d frames)", args.output, video.shape[1])
     return 0
 

@@ -15,9 +15,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import torch
+
 from .image_encoder import ImageEncoderConfig
+from .sampling import RHO, SIGMA_MAX, SIGMA_MIN
 from .unet import UNetConfig
 from .vae import VAEConfig
+
+
+# The one table of precisions by name (command line, nodes, benchmarks). fp8 is a storage format only:
+# weights are kept in it and cast to a compute dtype at each call.
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
+    "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2,
+}
+COMPUTE_DTYPES: tuple[str, ...] = ("fp32", "fp16", "bf16")
+STORAGE_ONLY_DTYPES: frozenset[torch.dtype] = frozenset({torch.float8_e4m3fn, torch.float8_e5m2})
 
 
 @dataclass(frozen=True)
@@ -32,9 +45,9 @@ class SamplingConfig:
     width: int = 1024
     height: int = 576
     decode_chunk_size: int = 14  # simple_video_sample.py decoding_t
-    sigma_min: float = 0.002
-    sigma_max: float = 700.0
-    rho: float = 7.0
+    sigma_min: float = SIGMA_MIN
+    sigma_max: float = SIGMA_MAX
+    rho: float = RHO
 
 
 @dataclass(frozen=True)

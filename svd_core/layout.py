@@ -2,7 +2,7 @@
 
 The one renaming table of this package for the single-file layout: our module names are the
 checkpoint's names with one prefix swapped (STYLE.md principle 6). Facts from
-../shared/svd_xt_1_1.keys.json and scripts/sampling/configs/svd_xt_1_1.yaml:
+tests/data/svd_xt_1_1.keys.json (every tensor name and shape of the official file) and scripts/sampling/configs/svd_xt_1_1.yaml:
 
 - `model.diffusion_model.*`: the spatio-temporal UNet (VideoUNet).
 - `conditioner.embedders.0.open_clip.model.visual.*`: the OpenCLIP ViT-H/14 image tower

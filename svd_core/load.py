@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .config import PRESETS, SVDConfig, preset_for_filename
+from .config import DTYPES, PRESETS, SVDConfig, preset_for_filename
 from .convert import image_encoder as convert_image_encoder
 from .convert import unet as convert_unet
 from .convert import vae as convert_vae
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 PARTS = ("unet", "image_encoder", "vae")
 # Storage dtypes of the UNet's matrices that load_models accepts (fp8: stored, computed in `dtype`).
-WEIGHT_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2})
+WEIGHT_DTYPES = frozenset(DTYPES.values())
 MAX_LISTED = 5  # offending keys listed in an error message
 
 class CheckpointError(ValueError):

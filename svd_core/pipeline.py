@@ -15,20 +15,21 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
+from .config import SamplingConfig
 from .edm import VDenoiser
 from .embeddings import timestep_embedding
 from .guidance import GuidedDenoiser, guidance_scales
 from .image_encoder import ImageEncoder, encode_image
 from .layers import compute_dtype, execution_device
 from .load import SVDModels
-from .sampling import SAMPLERS, get_sigmas_karras, initial_noise_scale, randn_noise_sampler
+from .sampling import RHO, SAMPLERS, SIGMA_MAX, SIGMA_MIN, get_sigmas_karras, initial_noise_scale, randn_noise_sampler
 from .unet import UNet
 from .vae import VAE
 
 log = logging.getLogger(__name__)
 
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
-DEFAULT_DECODE_CHUNK = 14  # simple_video_sample.py: decoding_t = 14
+DEFAULT_DECODE_CHUNK = SamplingConfig().decode_chunk_size  # simple_video_sample.py: decoding_t = 14
 
 StepCallback = Callable[[int, int, Tensor], None]
 
@@ -162,9 +163,9 @@ def sample_video(
     max_cfg: float,
     guidance: str = "linear",
     sampler: str = "euler",
-    sigma_min: float = 0.002,
-    sigma_max: float = 700.0,
-    rho: float = 7.0,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    rho: float = RHO,
     denoise: float = 1.0,
     latent: Tensor | None = None,
     s_churn: float = 0.0,
@@ -281,9 +282,9 @@ def generate(
     *,
     num_frames: int | None = None,
     num_steps: int | None = None,
-    fps_id: int = 6,
-    motion_bucket_id: int = 127,
-    cond_aug: float = 0.02,
+    fps_id: int | None = None,
+    motion_bucket_id: int | None = None,
+    cond_aug: float | None = None,
     min_cfg: float | None = None,
     max_cfg: float | None = None,
     guidance: str = "linear",
@@ -295,8 +296,9 @@ def generate(
 ) -> Tensor:
     """B images (B, 3, H, W) in [0, 1] -> B videos (B, T, 3, H, W) float32 in [0, 1].
 
-    Unset num_frames / num_steps / min_cfg / max_cfg come from the loaded preset (SVD: 14 frames, 25
-    steps, 1.0-2.5; SVD-XT and XT 1.1: 25 frames, 30 steps, 1.5-3.0). One CPU generator seeded with
+    Unset num_frames / num_steps / min_cfg / max_cfg / fps_id / motion_bucket_id / cond_aug / decode chunk
+    come from the loaded preset (SVD: 14 frames, 25 steps, 1.0-2.5; SVD-XT and XT 1.1: 25 frames, 30 steps,
+    1.5-3.0; all: fps_id 6, motion bucket 127, cond_aug 0.02, 14 frames a decode chunk). One CPU generator seeded with
     `seed` draws the initial latent noise (B, T, C, H/8, W/8) first, then the augmentation noise
     (B, 3, H, W), so a seed gives the same video on any device; `noise` replaces the first draw (it is
     still drawn, so the augmentation noise stays the same).
@@ -307,12 +309,15 @@ def generate(
     num_steps = s.num_steps if num_steps is None else num_steps
     min_cfg = s.min_cfg if min_cfg is None else min_cfg
     max_cfg = s.max_cfg if max_cfg is None else max_cfg
+    fps_id = s.fps_id if fps_id is None else fps_id
+    motion_bucket_id = s.motion_bucket_id if motion_bucket_id is None else motion_bucket_id
+    cond_aug = s.cond_aug if cond_aug is None else cond_aug
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
     # checked before any work; the preset's chunk (the reference's 14) is clamped to short videos quietly
     chunk = min(s.decode_chunk_size, num_frames) if decode_chunk_size is None else decode_chunk(decode_chunk_size, num_frames)
     b, _, h, w = image.shape
-    f = 2 ** (len(models.vae.config.ch_mult) - 1)
+    f = models.vae.config.downscale
     shape = (b, num_frames, models.vae.config.latent_channels, h // f, w // f)
     g = torch.Generator("cpu").manual_seed(seed)
     drawn = torch.randn(shape, generator=g, dtype=torch.float32)

@@ -46,11 +46,19 @@ class SamplerCallback(Protocol):
     def __call__(self, step: int, total: int, x: Tensor, denoised: Tensor, sigma: Tensor) -> None: ...
 
 
+# The EDM schedule of SVD: sigma_max 700 from scripts/sampling/configs/svd_xt_1_1.yaml (EDMDiscretization
+# params); sigma_min 0.002 and rho 7 are sgm discretizer.py EDMDiscretization's defaults (also the EDM
+# paper's, Karras et al. 2022 Table 1).
+SIGMA_MIN = 0.002
+SIGMA_MAX = 700.0
+RHO = 7.0
+
+
 def get_sigmas_karras(
     n: int,
-    sigma_min: float = 0.002,
-    sigma_max: float = 700.0,
-    rho: float = 7.0,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    rho: float = RHO,
     device: Optional[Union[torch.device, str]] = None,
 ) -> Tensor:
     """Karras et al. 2022 eq. 5 schedule: n sigmas from sigma_max to sigma_min, then 0 (float32, (n+1,)).

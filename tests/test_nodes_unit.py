@@ -207,5 +207,4 @@ def test_fit_image_stretch_and_downscale_stay_in_range(rng: torch.Generator) -> 
 
 
 def test_check_number_rejects_nan_everywhere() -> None:
-    assert all(not math.isfinite(v) for v in (float("nan"), float("inf")))
     assert A.sampler_errors(30, 1.5, float("inf"), 0.002, 700.0, 7.0, 1.0)[0].startswith("max_cfg")

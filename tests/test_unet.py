@@ -14,7 +14,7 @@ from svd_core.convert.unet import diffusers_config, from_diffusers, to_diffusers
 from svd_core.embeddings import timestep_embedding
 from svd_core.unet import UNet, UNetConfig
 
-KEYS_JSON = Path(__file__).resolve().parents[2] / "shared" / "svd_xt_1_1.keys.json"
+KEYS_JSON = Path(__file__).resolve().parent / "data" / "svd_xt_1_1.keys.json"  # the official file's names and shapes
 PREFIX = "model.diffusion_model."
 
 
@@ -111,7 +111,7 @@ def test_round_trip_and_diffusers_loads_without_missing_keys() -> None:
 
 def _reference_shapes() -> dict[str, tuple[int, ...]]:
     if not KEYS_JSON.exists():
-        pytest.skip(f"{KEYS_JSON} (the official checkpoint's tensor names) is not present")
+        pytest.fail(f"{KEYS_JSON} is missing: it is part of the repository")
     tensors = json.loads(KEYS_JSON.read_text())["tensors"]
     return {k[len(PREFIX):]: tuple(v) for k, v in tensors.items() if k.startswith(PREFIX)}
 

@@ -12,7 +12,7 @@ from svd_core.random_weights import randomize_
 from svd_core.convert.vae import TABLE, diffusers_config, from_diffusers, to_diffusers
 from svd_core.vae import VAE, VAEConfig
 
-KEYS_JSON = Path(__file__).resolve().parents[2] / "shared" / "svd_xt_1_1.keys.json"
+KEYS_JSON = Path(__file__).resolve().parent / "data" / "svd_xt_1_1.keys.json"  # the official file's names and shapes
 # our prefix -> checkpoint prefix
 PREFIXES = {
     "encoder.": "conditioner.embedders.3.encoder.encoder.",
@@ -45,7 +45,7 @@ def _to_checkpoint_names(names: dict[str, tuple[int, ...]]) -> dict[str, tuple[i
 
 def _checkpoint_vae_shapes() -> dict[str, tuple[int, ...]]:
     if not KEYS_JSON.exists():
-        pytest.skip(f"checkpoint key list not found at {KEYS_JSON}")
+        pytest.fail(f"{KEYS_JSON} is missing: it is part of the repository")
     tensors = json.loads(KEYS_JSON.read_text())["tensors"]
     return {k: tuple(v) for k, v in tensors.items() if k.startswith(tuple(PREFIXES.values()))}
 

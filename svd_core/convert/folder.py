@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import save_file
 
+from ..image_encoder import CLIP_MEAN, CLIP_STD
+from ..sampling import SIGMA_MAX, SIGMA_MIN
 from . import image_encoder as convert_image_encoder
 from . import unet as convert_unet
 from . import vae as convert_vae
@@ -32,8 +34,8 @@ SCHEDULER_CONFIG: dict[str, Any] = {
     "prediction_type": "v_prediction",
     "interpolation_type": "linear",
     "use_karras_sigmas": True,
-    "sigma_min": 0.002,
-    "sigma_max": 700.0,
+    "sigma_min": SIGMA_MIN,
+    "sigma_max": SIGMA_MAX,
     "timestep_spacing": "leading",
     "timestep_type": "continuous",
     "steps_offset": 1,
@@ -47,9 +49,9 @@ FEATURE_EXTRACTOR_CONFIG: dict[str, Any] = {
     "do_rescale": True,
     "do_resize": True,
     "feature_extractor_type": "CLIPFeatureExtractor",
-    "image_mean": [0.48145466, 0.4578275, 0.40821073],  # OpenAI CLIP normalisation
+    "image_mean": list(CLIP_MEAN),  # OpenAI CLIP normalisation
     "image_processor_type": "CLIPImageProcessor",
-    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "image_std": list(CLIP_STD),
     "resample": 3,
     "rescale_factor": 0.00392156862745098,
     "size": {"shortest_edge": 224},
