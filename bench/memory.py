@@ -188,9 +188,9 @@ def diffusers_stages(config: svd_core.SVDConfig, work: Work, device: str) -> dic
     import diffusers
     import transformers
 
-    from svd_core.convert.image_encoder import transformers_config
-    from svd_core.convert.unet import diffusers_config as unet_config
-    from svd_core.convert.vae import diffusers_config as vae_config
+    from svd_core.convert.image_encoder import folder_config as transformers_config
+    from svd_core.convert.unet import folder_config as unet_config
+    from svd_core.convert.vae import folder_config as vae_config
 
     unet = _build(lambda: diffusers.UNetSpatioTemporalConditionModel(**unet_config(config.unet)), work.dtype, device)
     vae = _build(lambda: diffusers.AutoencoderKLTemporalDecoder(**vae_config(config.vae)), work.vae_dtype, device)

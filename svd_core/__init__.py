@@ -6,10 +6,12 @@ from .config import PRESETS, SamplingConfig, SVDConfig
 from .guidance import GUIDANCE_SCHEDULES, guidance_scales
 from .image_encoder import ImageEncoder, ImageEncoderConfig
 from .lean import Plan, use_plan
-from .load import CheckpointError, SVDModels, build_models, load_models
+from .load import CheckpointError, load_models
+from .models import SVDModels, build_models
 from .pipeline import (
     SAMPLER_NAMES,
     Conditioning,
+    HeldFrames,
     decode_chunk,
     decode_latents,
     embed_vector,
@@ -25,6 +27,6 @@ from .vae import VAE, VAEConfig
 __all__ = [
     "PRESETS", "SamplingConfig", "SVDConfig", "GUIDANCE_SCHEDULES", "guidance_scales", "ImageEncoder",
     "ImageEncoderConfig", "CheckpointError", "SVDModels", "build_models", "load_models", "SAMPLER_NAMES",
-    "Conditioning", "decode_chunk", "decode_latents", "embed_vector", "encode_conditioning", "generate", "karras_sigmas",
+    "Conditioning", "HeldFrames", "decode_chunk", "decode_latents", "embed_vector", "encode_conditioning", "generate", "karras_sigmas",
     "sample_video", "Plan", "use_plan", "randomize_", "save_random_checkpoint", "UNet", "UNetConfig", "VAE", "VAEConfig",
 ]

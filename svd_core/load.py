@@ -23,45 +23,21 @@ from .config import DTYPES, PRESETS, SVDConfig, preset_for_filename
 from .convert import image_encoder as convert_image_encoder
 from .convert import unet as convert_unet
 from .convert import vae as convert_vae
-from .image_encoder import ImageEncoder, ImageEncoderConfig
+from .image_encoder import ImageEncoderConfig
 from .layers import Ops, set_execution
 from .layout import SINGLE_FILE_PREFIXES, part_of
-from .unet import UNet, UNetConfig
-from .vae import VAE, VAEConfig
+from .models import PARTS, SVDModels, build_models
+from .unet import UNetConfig
+from .vae import VAEConfig
 
 log = logging.getLogger(__name__)
 
-PARTS = ("unet", "image_encoder", "vae")
 # Storage dtypes of the UNet's matrices that load_models accepts (fp8: stored, computed in `dtype`).
 WEIGHT_DTYPES = frozenset(DTYPES.values())
 MAX_LISTED = 5  # offending keys listed in an error message
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded as an SVD model; the message names the file and the keys."""
-
-
-@dataclass
-class SVDModels:
-    """The three networks of SVD and the config they were built from."""
-
-    unet: UNet
-    image_encoder: ImageEncoder
-    vae: VAE
-    config: SVDConfig
-
-
-def build_models(config: SVDConfig, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-                 ops: Ops = torch.nn) -> SVDModels:
-    """Fresh (uninitialised on `meta`) models for `config`, their layers made by `ops` (see layers.Ops)."""
-    with torch.device(device):
-        unet = UNet(config.unet, ops)
-        image_encoder = ImageEncoder(config.image_encoder, ops)
-        vae = VAE(config.vae, ops)
-    models = SVDModels(unet, image_encoder, vae, config)
-    if dtype is not None:
-        for part in PARTS:
-            getattr(models, part).to(dtype)
-    return models
 
 
 # --- reading safetensors headers --------------------------------------------------------------
@@ -210,9 +186,9 @@ def _safetensors_in(folder: Path) -> list[Path]:
 
 # part -> renaming from the diffusers / transformers names; each part lives in the subfolder of its name.
 _FROM_DIFFUSERS: dict[str, Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
-    "unet": convert_unet.from_diffusers,
-    "image_encoder": convert_image_encoder.from_transformers,
-    "vae": convert_vae.from_diffusers,
+    convert_unet.SUBFOLDER: convert_unet.from_folder,
+    convert_image_encoder.SUBFOLDER: convert_image_encoder.from_folder,
+    convert_vae.SUBFOLDER: convert_vae.from_folder,
 }
 
 

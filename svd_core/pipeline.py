@@ -21,8 +21,10 @@ from .embeddings import timestep_embedding
 from .guidance import GuidedDenoiser, guidance_scales
 from .image_encoder import ImageEncoder, encode_image
 from .layers import compute_dtype, execution_device
-from .load import SVDModels
-from .sampling import RHO, SAMPLERS, SIGMA_MAX, SIGMA_MIN, get_sigmas_karras, initial_noise_scale, randn_noise_sampler
+from .models import SVDModels
+from .sampling import (
+    RHO, SAMPLERS, SIGMA_MAX, SIGMA_MIN, Denoiser, StepHook, initial_noise_scale, karras_sigmas, randn_noise_sampler,
+)
 from .unet import UNet
 from .vae import VAE
 
@@ -115,19 +117,6 @@ def encode_conditioning(
     return positive, negative
 
 
-def karras_sigmas(num_steps: int, *, sigma_min: float, sigma_max: float, rho: float, denoise: float = 1.0) -> Tensor:
-    """The sigmas actually stepped through: the Karras schedule, or its last num_steps+1 entries of a
-    longer schedule when denoise < 1 (ComfyUI's convention for partial denoising)."""
-    if not 0.0 < denoise <= 1.0:
-        raise ValueError(f"denoise must be in (0, 1], got {denoise}")
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be at least 1, got {num_steps}")
-    if denoise == 1.0:
-        return get_sigmas_karras(num_steps, sigma_min, sigma_max, rho)
-    total = max(num_steps, int(num_steps / denoise))
-    return get_sigmas_karras(total, sigma_min, sigma_max, rho)[-(num_steps + 1):]
-
-
 def _unet_inputs(unet: UNet, positive: Conditioning, negative: Conditioning, num_frames: int) -> tuple[Tensor, Tensor, Tensor]:
     """Stack [negative; positive] (uncond first, like the reference's guider) and repeat over frames."""
     device, dtype = _module_device_dtype(unet)
@@ -137,6 +126,41 @@ def _unet_inputs(unet: UNet, positive: Conditioning, negative: Conditioning, num
     concat = repeat(both.concat, "b c h w -> (b t) c h w", t=num_frames).to(dtype)
     vector = repeat(vector, "b d -> (b t) d", t=num_frames).to(dtype)
     return crossattn, concat, vector
+
+
+@dataclass(frozen=True)
+class HeldFrames:
+    """Frames of every video held at given latents while sampling (continuing a video, keyframes).
+
+    `frames` are frame indices in [0, T); `latents` (B, len(frames), C, h, w) are the clean values in the
+    sampler's space (the VAE latent times the scale factor, like `latent`).
+    """
+
+    frames: tuple[int, ...]
+    latents: Tensor
+
+    def check(self, shape: torch.Size) -> None:
+        b, t = shape[:2]
+        if not self.frames or any(not 0 <= f < t for f in self.frames) or len(set(self.frames)) != len(self.frames):
+            raise ValueError(f"hold.frames must be distinct frame indices in [0, {t}), got {self.frames}")
+        want = (b, len(self.frames), *shape[2:])
+        if tuple(self.latents.shape) != want:
+            raise ValueError(f"hold.latents must have shape {want}, got {tuple(self.latents.shape)}")
+
+    def hook(self, noise: Tensor) -> StepHook:
+        """The step hook: x's held frames <- latents + sigma * their noise; x is "(b t)"-folded, noise
+        (B, T, C, h, w) is the sampling's own standard-normal noise."""
+        t = noise.shape[1]
+        index = list(self.frames)
+        values = self.latents.to(device=noise.device, dtype=torch.float32)
+        own = noise[:, index]
+
+        def hook(step: int, x: Tensor, sigma: Tensor) -> Tensor:
+            video = rearrange(x, "(b t) c h w -> b t c h w", t=t).clone()
+            video[:, index] = values + sigma.to(torch.float32) * own
+            return rearrange(video, "b t c h w -> (b t) c h w")
+
+        return hook
 
 
 def guided_denoiser(unet: UNet, positive: Conditioning, negative: Conditioning, num_frames: int, scales: Tensor) -> GuidedDenoiser:
@@ -174,6 +198,8 @@ def sample_video(
     s_noise: float = 1.0,
     generator: torch.Generator | None = None,
     callback: StepCallback | None = None,
+    denoiser_wrapper: Callable[[Denoiser], Denoiser] | None = None,
+    hold: HeldFrames | None = None,
 ) -> Tensor:
     """Sample latents (B, T, C, h, w) from standard-normal `noise` of that shape; returns float32.
 
@@ -183,6 +209,14 @@ def sample_video(
     Cond and uncond run through the UNet as one batch; guidance scales are per frame.
     `callback(step, total, denoised)` runs after each step with step counting from 1 and denoised
     (B, T, C, h, w); an exception raised there stops sampling (how ComfyUI's cancel reaches us).
+
+    Two seams let other algorithms plug in without editing this function:
+    - `denoiser_wrapper(D) -> D'` wraps the guided denoiser D(x, sigma) (x and sigma "(b t)"-folded) in
+      another one with the same signature;
+    - `hold` keeps chosen frames at given latents: before the first step and after every step they are
+      set to latents + sigma * noise (their own initial noise, at the level the step reached), so they
+      end exactly at the given latents.
+    Churn (s_churn > 0) needs a stochastic sampler (SAMPLERS[name].stochastic).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler {sampler!r} is unknown; expected one of {SAMPLER_NAMES}")
@@ -191,28 +225,40 @@ def sample_video(
     b, t = noise.shape[:2]
     if positive.batch_size != b or negative.batch_size != b:
         raise ValueError(f"conditioning is for {positive.batch_size} video(s), the noise for {b}")
+    spec = SAMPLERS[sampler]
+    if s_churn > 0 and not spec.stochastic:
+        raise ValueError(f"s_churn is {s_churn}, but sampler {sampler!r} adds no fresh noise; use one of "
+                         f"{tuple(n for n, v in SAMPLERS.items() if v.stochastic)} or s_churn 0")
+    if hold is not None:
+        hold.check(noise.shape)
     device, _ = _module_device_dtype(unet)
     scales = guidance_scales(guidance, t, min_cfg, max_cfg)
     sigmas = karras_sigmas(num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, denoise=denoise).to(device)
-    denoiser = guided_denoiser(unet, positive, negative, t, scales)
+    denoiser: Denoiser = guided_denoiser(unet, positive, negative, t, scales)
+    if denoiser_wrapper is not None:
+        denoiser = denoiser_wrapper(denoiser)
     start = initial_noise_scale(sigmas[0]) if denoise == 1.0 else sigmas[0]
     x = rearrange(noise, "b t c h w -> (b t) c h w").to(device, torch.float32) * start
     if latent is not None:
         if latent.shape != noise.shape:
             raise ValueError(f"latent must have the noise's shape {tuple(noise.shape)}, got {tuple(latent.shape)}")
         x = x + rearrange(latent, "b t c h w -> (b t) c h w").to(device, torch.float32)
+    step_hook: StepHook | None = None
+    if hold is not None:
+        step_hook = hold.hook(noise.to(device, torch.float32))
+        x = step_hook(-1, x, sigmas[0])
 
     def on_step(i: int, total: int, x_i: Tensor, denoised: Tensor, sigma: Tensor) -> None:
         if callback is not None:
             callback(i + 1, total, rearrange(denoised, "(b t) c h w -> b t c h w", t=t))
 
-    kwargs: dict[str, object] = {"callback": on_step}
-    if sampler in ("euler", "heun"):
+    kwargs: dict[str, object] = {"callback": on_step, "step_hook": step_hook}
+    if spec.stochastic:
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         kwargs.update(s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise,
                       noise_sampler=_device_noise(randn_noise_sampler(gen), device))
     with torch.inference_mode():
-        out = SAMPLERS[sampler](denoiser, x, sigmas, **kwargs)
+        out = spec(denoiser, x, sigmas, **kwargs)
     return rearrange(out, "(b t) c h w -> b t c h w", t=t)
 
 

@@ -45,7 +45,7 @@ def random_tensor(name: str, shape: tuple[int, ...], generator: torch.Generator)
 
 def random_state_dict(config: SVDConfig, *, seed: int = 0, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
     """Random weights for `config` under the official single-file names (see `layout`)."""
-    from .load import build_models  # late import: load imports this module's siblings
+    from .models import build_models  # late import: models imports this module's siblings
 
     models = build_models(config, device=torch.device("meta"))
     g = torch.Generator().manual_seed(seed)

@@ -10,6 +10,7 @@ level (see ``initial_noise_scale``).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Union
 
 import torch
@@ -19,8 +20,11 @@ __all__ = [
     "Denoiser",
     "NoiseSampler",
     "SamplerCallback",
+    "SamplerSpec",
+    "StepHook",
     "SAMPLERS",
     "get_sigmas_karras",
+    "karras_sigmas",
     "initial_noise_scale",
     "randn_noise_sampler",
     "sample_dpmpp_2m",
@@ -44,6 +48,13 @@ class SamplerCallback(Protocol):
     """
 
     def __call__(self, step: int, total: int, x: Tensor, denoised: Tensor, sigma: Tensor) -> None: ...
+
+
+StepHook = Callable[[int, Tensor, Tensor], Tensor]
+"""hook(step, x, sigma) -> x: called after each step with the new x at noise level sigma (the step's
+target level, 0 after the last), and on a second-order sampler's predictor before it is evaluated;
+what it returns is where sampling goes on from. The seam for holding
+chosen frames to given values (continuation, keyframes); None changes nothing."""
 
 
 # The EDM schedule of SVD: sigma_max 700 from scripts/sampling/configs/svd_xt_1_1.yaml (EDMDiscretization
@@ -77,6 +88,19 @@ def get_sigmas_karras(
     hi = sigma_max ** (1.0 / rho)
     sigmas = (hi + ramp * (lo - hi)) ** rho  # (n,)
     return torch.cat([sigmas, sigmas.new_zeros(1)])  # (n+1,)
+
+
+def karras_sigmas(num_steps: int, *, sigma_min: float, sigma_max: float, rho: float, denoise: float = 1.0) -> Tensor:
+    """The sigmas actually stepped through: the Karras schedule, or its last num_steps+1 entries of a
+    longer schedule when denoise < 1 (ComfyUI's convention for partial denoising)."""
+    if not 0.0 < denoise <= 1.0:
+        raise ValueError(f"denoise must be in (0, 1], got {denoise}")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+    if denoise == 1.0:
+        return get_sigmas_karras(num_steps, sigma_min, sigma_max, rho)
+    total = max(num_steps, int(num_steps / denoise))
+    return get_sigmas_karras(total, sigma_min, sigma_max, rho)[-(num_steps + 1):]
 
 
 def initial_noise_scale(sigma0: Tensor) -> Tensor:
@@ -125,6 +149,7 @@ def _edm_steps(
     s_noise: float,
     noise_sampler: Optional[NoiseSampler],
     callback: Optional[SamplerCallback],
+    step_hook: Optional[StepHook],
 ) -> Tensor:
     """EDM Algorithm 2 with optional Heun correction; shared body of sample_euler and sample_heun."""
     if s_churn > 0 and noise_sampler is None:
@@ -145,10 +170,12 @@ def _edm_steps(
         dt = sigma_next - sigma_hat
         x_next = x + d * dt  # Alg. 2 line 8: Euler step
         if second_order and float(sigma_next) > 0:  # Alg. 2 lines 9-11: no correction on the step to 0
+            if step_hook is not None:  # the predictor is evaluated like any x at sigma_next
+                x_next = step_hook(i, x_next, sigma_next)
             d_next = (x_next - denoiser(x_next, _per_sample(sigma_next, x))) / sigma_next
             d_prime = (d + d_next) / 2.0  # trapezoid rule on the two slopes
             x_next = x + d_prime * dt
-        x = x_next
+        x = x_next if step_hook is None else step_hook(i, x_next, sigma_next)
     return x
 
 
@@ -163,11 +190,12 @@ def sample_euler(
     s_noise: float = 1.0,
     noise_sampler: Optional[NoiseSampler] = None,
     callback: Optional[SamplerCallback] = None,
+    step_hook: Optional[StepHook] = None,
 ) -> Tensor:
     """Euler with optional churn: Algorithm 2 of Karras et al. 2022 without the 2nd-order step (sgm EulerEDMSampler)."""
     return _edm_steps(
         denoiser, x, sigmas, second_order=False, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
-        s_noise=s_noise, noise_sampler=noise_sampler, callback=callback,
+        s_noise=s_noise, noise_sampler=noise_sampler, callback=callback, step_hook=step_hook,
     )
 
 
@@ -182,11 +210,12 @@ def sample_heun(
     s_noise: float = 1.0,
     noise_sampler: Optional[NoiseSampler] = None,
     callback: Optional[SamplerCallback] = None,
+    step_hook: Optional[StepHook] = None,
 ) -> Tensor:
     """Heun: Algorithm 2 of Karras et al. 2022 (2nd-order correction except on the last step to 0; sgm HeunEDMSampler)."""
     return _edm_steps(
         denoiser, x, sigmas, second_order=True, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
-        s_noise=s_noise, noise_sampler=noise_sampler, callback=callback,
+        s_noise=s_noise, noise_sampler=noise_sampler, callback=callback, step_hook=step_hook,
     )
 
 
@@ -196,6 +225,7 @@ def sample_dpmpp_2m(
     sigmas: Tensor,
     *,
     callback: Optional[SamplerCallback] = None,
+    step_hook: Optional[StepHook] = None,
 ) -> Tensor:
     """DPM-Solver++(2M): Lu et al. 2022 ("DPM-Solver++", Algorithm 2) in k-diffusion's t = -ln(sigma) form (sgm DPMPP2MSampler).
 
@@ -213,6 +243,7 @@ def sample_dpmpp_2m(
             callback(i, n_steps, x, denoised, sigma)
         if float(sigma_next) == 0.0:
             x = denoised  # t_next = inf: the exponential integrator lands on the data estimate
+            x = x if step_hook is None else step_hook(i, x, sigma_next)
             continue
         ratio = sigma_next / sigma  # = exp(-h)
         h = math.log(float(sigma) / float(sigma_next))
@@ -222,12 +253,26 @@ def sample_dpmpp_2m(
             r = h_prev / h
             d_prime = (1.0 + 1.0 / (2.0 * r)) * denoised - (1.0 / (2.0 * r)) * denoised_prev
         x = ratio * x + (1.0 - ratio) * d_prime
+        x = x if step_hook is None else step_hook(i, x, sigma_next)
         denoised_prev, h_prev = denoised, h
     return x
 
 
-SAMPLERS: dict[str, Callable[..., Tensor]] = {
-    "euler": sample_euler,
-    "heun": sample_heun,
-    "dpmpp_2m": sample_dpmpp_2m,
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler and what it needs besides (denoiser, x, sigmas): `stochastic` samplers take EDM's churn
+    settings (s_churn, s_tmin, s_tmax, s_noise) and a noise_sampler; the others take none. Every sampler
+    takes `callback` and `step_hook`. Calling the spec calls the sampler."""
+
+    fn: Callable[..., Tensor]
+    stochastic: bool
+
+    def __call__(self, denoiser: Denoiser, x: Tensor, sigmas: Tensor, **kwargs: object) -> Tensor:
+        return self.fn(denoiser, x, sigmas, **kwargs)
+
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    "euler": SamplerSpec(sample_euler, stochastic=True),
+    "heun": SamplerSpec(sample_heun, stochastic=True),
+    "dpmpp_2m": SamplerSpec(sample_dpmpp_2m, stochastic=False),
 }

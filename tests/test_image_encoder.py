@@ -10,7 +10,7 @@ import pytest
 import torch
 from svd_core.random_weights import randomize_
 
-from svd_core.convert.image_encoder import from_transformers, to_transformers, transformers_config
+from svd_core.convert.image_encoder import folder_config as transformers_config, from_folder as from_transformers, to_folder as to_transformers
 from svd_core.image_encoder import (
     CLIP_MEAN,
     CLIP_STD,

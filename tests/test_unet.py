@@ -10,7 +10,7 @@ from svd_core.random_weights import randomize_
 from einops import rearrange, repeat
 from safetensors.torch import save_file
 
-from svd_core.convert.unet import diffusers_config, from_diffusers, to_diffusers
+from svd_core.convert.unet import folder_config as diffusers_config, from_folder as from_diffusers, to_folder as to_diffusers
 from svd_core.embeddings import timestep_embedding
 from svd_core.unet import UNet, UNetConfig
 

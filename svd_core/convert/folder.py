@@ -23,7 +23,7 @@ from . import unet as convert_unet
 from . import vae as convert_vae
 
 if TYPE_CHECKING:
-    from ..load import SVDModels
+    from ..models import SVDModels
 
 SCHEDULER_CONFIG: dict[str, Any] = {
     "_class_name": "EulerDiscreteScheduler",
@@ -77,14 +77,14 @@ def save_diffusers_folder(models: "SVDModels", folder: str | os.PathLike[str], *
     """Write unet/, vae/, image_encoder/ (and, with `pipeline_files`, scheduler/, feature_extractor/ and
     model_index.json) so that diffusers' StableVideoDiffusionPipeline loads the same weights."""
     root = Path(folder)
-    unet_cfg = {"_class_name": "UNetSpatioTemporalConditionModel", **convert_unet.diffusers_config(models.unet.config)}
-    _write(root / "unet", unet_cfg, convert_unet.to_diffusers(models.unet.state_dict()),
+    unet_cfg = {"_class_name": "UNetSpatioTemporalConditionModel", **convert_unet.folder_config(models.unet.config)}
+    _write(root / convert_unet.SUBFOLDER, unet_cfg, convert_unet.to_folder(models.unet.state_dict()),
            "config.json", "diffusion_pytorch_model.safetensors")
-    vae_cfg = {"_class_name": "AutoencoderKLTemporalDecoder", **convert_vae.diffusers_config(models.vae.config)}
-    _write(root / "vae", vae_cfg, convert_vae.to_diffusers(models.vae.state_dict()),
+    vae_cfg = {"_class_name": "AutoencoderKLTemporalDecoder", **convert_vae.folder_config(models.vae.config)}
+    _write(root / convert_vae.SUBFOLDER, vae_cfg, convert_vae.to_folder(models.vae.state_dict()),
            "config.json", "diffusion_pytorch_model.safetensors")
-    _write(root / "image_encoder", convert_image_encoder.transformers_config(models.image_encoder.config),
-           convert_image_encoder.to_transformers(models.image_encoder.state_dict()), "config.json", "model.safetensors")
+    _write(root / convert_image_encoder.SUBFOLDER, convert_image_encoder.folder_config(models.image_encoder.config),
+           convert_image_encoder.to_folder(models.image_encoder.state_dict()), "config.json", "model.safetensors")
     if pipeline_files:
         (root / "scheduler").mkdir(parents=True, exist_ok=True)
         (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=1))

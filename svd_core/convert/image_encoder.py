@@ -29,7 +29,11 @@ from torch import Tensor
 
 from ..image_encoder import LAYER_NORM_EPS, ImageEncoderConfig
 
-__all__ = ["from_transformers", "to_transformers", "transformers_config"]
+from . import ConversionError
+
+SUBFOLDER = "image_encoder"  # where a diffusers folder keeps this part
+
+__all__ = ["from_folder", "to_folder", "folder_config"]
 
 _VM = "vision_model."
 _BLOCK = "transformer.resblocks."
@@ -72,12 +76,12 @@ def _block_indices(names: Any, prefix: str) -> list[int]:
 
 def _take(sd: dict[str, Tensor], name: str, used: set[str], layout: str) -> Tensor:
     if name not in sd:
-        raise ValueError(f"{layout} state dict lacks {name!r} ({len(sd)} tensors, e.g. {sorted(sd)[:3]})")
+        raise ConversionError(f"{layout} state dict lacks {name!r} ({len(sd)} tensors, e.g. {sorted(sd)[:3]})")
     used.add(name)
     return sd[name]
 
 
-def to_transformers(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+def to_folder(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     """Our (official) names -> CLIPVisionModelWithProjection names."""
     out: dict[str, Tensor] = {}
     used: set[str] = set()
@@ -94,15 +98,15 @@ def to_transformers(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     out[_PROJ_THEIRS] = _take(sd, "proj", used, "image tower").t()  # (E, D)
     unknown = sorted(set(sd) - used)
     if unknown:
-        raise ValueError(f"to_transformers: {len(unknown)} names that are not part of the image tower, "
+        raise ConversionError(f"to_folder: {len(unknown)} names that are not part of the image tower, "
                          f"e.g. {unknown[:3]}")
     return out
 
 
-def from_transformers(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+def from_folder(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     """CLIPVisionModelWithProjection names -> our (official) names."""
     if _PROJ_THEIRS not in sd:
-        raise ValueError(f"not a CLIPVisionModelWithProjection state dict: no {_PROJ_THEIRS!r} "
+        raise ConversionError(f"not a CLIPVisionModelWithProjection state dict: no {_PROJ_THEIRS!r} "
                          f"(got e.g. {sorted(sd)[:3]})")
     out: dict[str, Tensor] = {}
     used: set[str] = set()
@@ -118,12 +122,12 @@ def from_transformers(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     out["proj"] = _take(sd, _PROJ_THEIRS, used, _HF).t()  # (D, E)
     unknown = sorted(n for n in set(sd) - used if not _IGNORED_THEIRS.match(n))
     if unknown:
-        raise ValueError(f"from_transformers: {len(unknown)} names not in CLIPVisionModelWithProjection's "
+        raise ConversionError(f"from_folder: {len(unknown)} names not in CLIPVisionModelWithProjection's "
                          f"image tower, e.g. {unknown[:3]}")
     return out
 
 
-def transformers_config(cfg: ImageEncoderConfig) -> dict[str, Any]:
+def folder_config(cfg: ImageEncoderConfig) -> dict[str, Any]:
     """config.json of the matching CLIPVisionModelWithProjection."""
     return {
         "architectures": ["CLIPVisionModelWithProjection"],

@@ -30,7 +30,11 @@ from torch import Tensor
 
 from ..unet import UNetConfig
 
-__all__ = ["from_diffusers", "to_diffusers", "diffusers_config"]
+from . import ConversionError
+
+SUBFOLDER = "unet"  # where a diffusers folder keeps this part
+
+__all__ = ["from_folder", "to_folder", "folder_config"]
 
 _LEAF = [("weight", "weight"), ("bias", "bias")]
 _RES = [
@@ -115,17 +119,17 @@ def _rename(sd: Mapping[str, Tensor], rows: list[_Row], forward: bool) -> dict[s
             unknown.append(name)
     if unknown:
         side = "ours" if forward else "diffusers'"
-        raise ValueError(f"{len(unknown)} tensor names are not in {side} SVD UNet layout, e.g. {unknown[:5]}")
+        raise ConversionError(f"{len(unknown)} tensor names are not in {side} SVD UNet layout, e.g. {unknown[:5]}")
     return out
 
 
-def to_diffusers(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def to_folder(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Our UNet state dict (no 'model.diffusion_model.' prefix) -> diffusers' names, same tensors."""
     cfg = UNetConfig.from_shapes({k: tuple(v.shape) for k, v in sd.items()})
     return _rename(sd, _table(len(cfg.channel_mult), cfg.num_res_blocks, cfg.attention_levels), forward=True)
 
 
-def from_diffusers(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def from_folder(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """diffusers' UNetSpatioTemporalConditionModel state dict -> our names, same tensors."""
     found: dict[int, set[int]] = {}
     attention: set[int] = set()
@@ -136,13 +140,13 @@ def from_diffusers(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
             if m.group(2) == "attentions":
                 attention.add(int(m.group(1)))
     if not found:
-        raise ValueError("not a diffusers UNetSpatioTemporalConditionModel state dict: no 'down_blocks.N.resnets.' tensors")
+        raise ConversionError("not a diffusers UNetSpatioTemporalConditionModel state dict: no 'down_blocks.N.resnets.' tensors")
     num_levels = max(found) + 1
     num_res_blocks = len(found[0])
     return _rename(sd, _table(num_levels, num_res_blocks, tuple(sorted(attention))), forward=False)
 
 
-def diffusers_config(cfg: UNetConfig, num_frames: int = 25, sample_size: int = 96) -> dict[str, Any]:
+def folder_config(cfg: UNetConfig, num_frames: int = 25, sample_size: int = 96) -> dict[str, Any]:
     """The `unet/config.json` diffusers needs to build this UNet.
 
     num_frames and sample_size are metadata only (they do not change the weights); the defaults

@@ -15,6 +15,10 @@ from torch import Tensor
 
 from ..vae import VAEConfig
 
+from . import ConversionError
+
+SUBFOLDER = "vae"  # where a diffusers folder keeps this part
+
 # sub-layers of a spatial resnet block: ours -> diffusers ResnetBlock2D
 _RESNET = [("norm1", "norm1"), ("conv1", "conv1"), ("norm2", "norm2"), ("conv2", "conv2"), ("nin_shortcut", "conv_shortcut")]
 # sub-layers of a VideoResBlock -> SpatioTemporalResBlock; the time_stack Sequential indices
@@ -88,7 +92,7 @@ def _rename(sd: Mapping[str, Tensor], rules: list[tuple[re.Pattern[str], str]], 
         else:
             unknown.append(key)
     if unknown:
-        raise KeyError(f"{len(unknown)} VAE tensors have no entry in the renaming table, e.g. {unknown[:5]}")
+        raise ConversionError(f"{len(unknown)} VAE tensors have no entry in the renaming table, e.g. {unknown[:5]}")
     return out
 
 
@@ -97,7 +101,7 @@ def _is_attn_matrix(ours_key: str) -> bool:
     return len(parts) >= 3 and parts[-3] == "attn_1" and parts[-2] in _ATTN_MATRICES and parts[-1] == "weight"
 
 
-def from_diffusers(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def from_folder(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """diffusers AutoencoderKLTemporalDecoder names -> ours (`encoder.*`, `quant_conv.*`, `decoder.*`)."""
     keys = list(sd)
     n = _num_levels(keys, r"decoder\.up_blocks\.(\d+)\.") or _num_levels(keys, r"encoder\.down_blocks\.(\d+)\.")
@@ -108,7 +112,7 @@ def from_diffusers(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def to_diffusers(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def to_folder(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Our names -> diffusers AutoencoderKLTemporalDecoder names."""
     keys = list(sd)
     n = _num_levels(keys, r"decoder\.up\.(\d+)\.") or _num_levels(keys, r"encoder\.down\.(\d+)\.")
@@ -116,14 +120,14 @@ def to_diffusers(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return _rename(src, _OURS, n)
 
 
-def diffusers_config(cfg: VAEConfig) -> dict[str, Any]:
+def folder_config(cfg: VAEConfig) -> dict[str, Any]:
     """config.json of the diffusers folder for `cfg`.
 
     diffusers hard-codes 32 groups and a (3, 1, 1) temporal kernel in its temporal decoder, so other
     values cannot be expressed. sample_size 768 and force_upcast follow the published SVD vae/config.json.
     """
     if cfg.num_groups != 32 or cfg.video_kernel_size != 3:
-        raise ValueError(
+        raise ConversionError(
             f"diffusers' AutoencoderKLTemporalDecoder needs num_groups=32 and video_kernel_size=3, "
             f"got {cfg.num_groups} and {cfg.video_kernel_size}"
         )

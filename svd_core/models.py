@@ -1,0 +1,38 @@
+"""The three networks of SVD as one object, and how to build them from a config."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import SVDConfig
+from .image_encoder import ImageEncoder
+from .layers import Ops
+from .unet import UNet
+from .vae import VAE
+
+PARTS = ("unet", "image_encoder", "vae")
+
+
+@dataclass
+class SVDModels:
+    """The three networks of SVD and the config they were built from."""
+
+    unet: UNet
+    image_encoder: ImageEncoder
+    vae: VAE
+    config: SVDConfig
+
+
+def build_models(config: SVDConfig, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                 ops: Ops = torch.nn) -> SVDModels:
+    """Fresh (uninitialised on `meta`) models for `config`, their layers made by `ops` (see layers.Ops)."""
+    with torch.device(device):
+        unet = UNet(config.unet, ops)
+        image_encoder = ImageEncoder(config.image_encoder, ops)
+        vae = VAE(config.vae, ops)
+    models = SVDModels(unet, image_encoder, vae, config)
+    if dtype is not None:
+        for part in PARTS:
+            getattr(models, part).to(dtype)
+    return models
