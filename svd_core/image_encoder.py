@@ -109,20 +109,20 @@ class ImageEncoderConfig:
 
         conv = shape("conv1.weight")  # (width, 3, patch, patch)
         if len(conv) != 4 or conv[1] != 3 or conv[2] != conv[3]:
-            raise ValueError(f"not an OpenCLIP ViT image tower: conv1.weight has shape {conv}, "
+            raise ValueError(f"not an OpenCLIP ViT image tower: 'conv1.weight' has shape {conv}, "
                              "expected (width, 3, patch, patch)")
         width, patch = conv[0], conv[2]
         tokens = shape("positional_embedding")[0]  # 1 + grid^2
         grid = math.isqrt(tokens - 1)
         if grid * grid != tokens - 1:
-            raise ValueError(f"positional_embedding has {tokens} tokens; expected 1 + grid^2")
+            raise ValueError(f"'positional_embedding' has {tokens} tokens; expected 1 + grid^2")
         blocks = {int(m.group(1)) for k in shapes if (m := re.match(r"transformer\.resblocks\.(\d+)\.", k))}
         if not blocks or blocks != set(range(len(blocks))):
             raise ValueError(f"not an OpenCLIP ViT image tower: resblock indices {sorted(blocks)}")
         mlp_width = shape("transformer.resblocks.0.mlp.c_fc.weight")[0]
         proj = shape("proj")  # (width, embed_dim)
         if proj[0] != width:
-            raise ValueError(f"proj has shape {proj}, expected ({width}, embed_dim)")
+            raise ValueError(f"'proj' has shape {proj}, expected ({width}, embed_dim)")
         return cls(image_size=grid * patch, patch_size=patch, width=width, layers=len(blocks),
                    head_width=HEAD_WIDTH, mlp_ratio=mlp_width / width, embed_dim=proj[1])
 

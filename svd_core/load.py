@@ -8,9 +8,11 @@ into the meta-built modules (`load_state_dict(assign=True)`), so no weight is ev
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import re
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from .convert import unet as convert_unet
 from .convert import vae as convert_vae
 from .image_encoder import ImageEncoderConfig
 from .layers import Ops, set_execution
-from .layout import SINGLE_FILE_PREFIXES, part_of
+from .layout import SINGLE_FILE_PREFIXES, file_name, part_of
 from .models import PARTS, SVDModels, build_models
 from .unet import UNetConfig
 from .vae import VAEConfig
@@ -109,7 +111,64 @@ def read_header(path: Path) -> dict[str, _Tensor]:
 
 # --- checking what a file holds against what the models expect -------------------------------
 
-def _check(path: Path, part: str, found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]], prefix: str = "") -> None:
+Spell = Callable[[str], str]  # our tensor name -> how the checkpoint spells it, quoted (and where it lies)
+
+
+def _spelling(path: Path, part: str, sources: Mapping[str, _Tensor], names: Mapping[str, tuple[int, ...]]) -> Spell:
+    """How the checkpoint at `path` spells our names of `part`: a single file's full key (with its
+    `model.diffusion_model.` / `first_stage_model.` / `conditioner.embedders.N.` prefix); in a diffusers
+    folder, the folder's key and the file inside the folder that holds it. `names`: our names and
+    shapes of the whole part, to rename the ones the checkpoint lacks."""
+    folder_names: dict[str, list[str]] | None = None
+
+    def spell(name: str) -> str:
+        nonlocal folder_names
+        t = sources.get(name)
+        if not path.is_dir():
+            return f"'{t.key if t is not None else file_name(part, name)}'"
+        if t is not None and t.key != name:  # read from the folder: its own key and file
+            return f"'{t.key}' in '{t.file.relative_to(path)}'"
+        if folder_names is None:
+            folder_names = _folder_names(part, names)
+        theirs = " / ".join(f"'{k}'" for k in folder_names.get(name, [name]))
+        files = sorted({str(t.file.relative_to(path)) for t in sources.values() if t.file.is_file()})
+        where = f"'{files[0]}'" if len(files) == 1 else (f"one of {files}" if files else f"'{part}/'")
+        return f"{theirs} in {where}"
+
+    return spell
+
+
+def _folder_names(part: str, names: Mapping[str, tuple[int, ...]]) -> dict[str, list[str]]:
+    """Our name -> the diffusers / transformers names of the same tensor (several where one is split),
+    by renaming shape-only tensors and following each back to its source."""
+    meta = {k: torch.empty(v, device="meta") for k, v in names.items()}
+    try:
+        theirs = _TO_FOLDER[part](meta)
+    except (ValueError, KeyError, RuntimeError, IndexError):
+        return {}
+    origin = {id(v): k for k, v in meta.items()}
+    out: dict[str, list[str]] = {}
+    for key, v in theirs.items():
+        src = origin.get(id(v)) or (origin.get(id(v._base)) if v._base is not None else None)
+        if src is not None:
+            out.setdefault(src, []).append(key)
+    return out
+
+
+def _respell(message: str, part: str, spell: Spell, known: set[str]) -> str:
+    """Replace every quoted name of `part` in a config's error message by the checkpoint's spelling."""
+
+    def sub(m: re.Match[str]) -> str:
+        token = m.group(1)
+        if token in known or (token.endswith(".") and any(k.startswith(token) for k in known)):
+            return spell(token)
+        return m.group(0)
+
+    return re.sub(r"'([A-Za-z_][\w.]*)'", sub, message)
+
+
+def _check(path: Path, part: str, found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]],
+           spell: Spell) -> None:
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
     misshaped = [k for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
@@ -118,25 +177,28 @@ def _check(path: Path, part: str, found: Mapping[str, tuple[int, ...]], expected
     lines = [f"checkpoint '{path}' does not match the SVD {part} its shapes describe:"]
     if misshaped:
         lines.append(f"  {len(misshaped)} tensor(s) with the wrong shape, first: " + "; ".join(
-            f"'{prefix}{k}' expected {list(expected[k])}, found {list(found[k])}" for k in misshaped[:MAX_LISTED]))
+            f"{spell(k)} expected {list(expected[k])}, found {list(found[k])}" for k in misshaped[:MAX_LISTED]))
     if missing:
         lines.append(f"  {len(missing)} missing tensor(s), first: " + "; ".join(
-            f"'{prefix}{k}' expected {list(expected[k])}" for k in missing[:MAX_LISTED]))
+            f"{spell(k)} expected {list(expected[k])}" for k in missing[:MAX_LISTED]))
     if unexpected:
         lines.append(f"  {len(unexpected)} unexpected tensor(s), first: " + "; ".join(
-            f"'{prefix}{k}' found {list(found[k])}" for k in unexpected[:MAX_LISTED]))
+            f"{spell(k)} found {list(found[k])}" for k in unexpected[:MAX_LISTED]))
     raise CheckpointError("\n".join(lines))
 
 
-def _configs_from_shapes(path: Path, shapes: Mapping[str, Mapping[str, tuple[int, ...]]]) -> tuple[UNetConfig, ImageEncoderConfig, VAEConfig]:
-    try:
-        return (
-            UNetConfig.from_shapes(shapes["unet"]),
-            ImageEncoderConfig.from_shapes(shapes["image_encoder"]),
-            VAEConfig.from_shapes(shapes["vae"]),
-        )
-    except (ValueError, KeyError, IndexError) as e:
-        raise CheckpointError(f"checkpoint '{path}' is not an SVD model: {e}") from e
+def _configs_from_shapes(path: Path, shapes: Mapping[str, Mapping[str, tuple[int, ...]]],
+                         spells: Mapping[str, Spell]) -> tuple[UNetConfig, ImageEncoderConfig, VAEConfig]:
+    readers: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+        "unet": UNetConfig.from_shapes, "image_encoder": ImageEncoderConfig.from_shapes, "vae": VAEConfig.from_shapes}
+    configs: dict[str, Any] = {}
+    for part, read in readers.items():
+        try:
+            configs[part] = read(shapes[part])
+        except (ValueError, KeyError, IndexError) as e:
+            known = set(shapes[part]) | set(_probe_shapes().get(part, {}))
+            raise CheckpointError(f"checkpoint '{path}' is not an SVD model: {_respell(str(e), part, spells[part], known)}") from e
+    return configs["unet"], configs["image_encoder"], configs["vae"]
 
 
 def _expected_shapes(config: SVDConfig) -> dict[str, dict[str, tuple[int, ...]]]:
@@ -183,6 +245,20 @@ def _safetensors_in(folder: Path) -> list[Path]:
     plain = [f for f in files if len(f.name.split(".")) == 2]
     return plain or [f for f in files if f.name.split(".")[-2] == files[0].name.split(".")[-2]]
 
+
+# part -> renaming to the diffusers / transformers names (for error messages)
+_TO_FOLDER: dict[str, Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
+    convert_unet.SUBFOLDER: convert_unet.to_folder,
+    convert_image_encoder.SUBFOLDER: convert_image_encoder.to_folder,
+    convert_vae.SUBFOLDER: convert_vae.to_folder,
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
+    """part -> our names and shapes at full size (built on `meta`): tells tensor names in an error
+    message from other quoted words, and gives the renaming a plausible shape."""
+    return _expected_shapes(SVDConfig())
 
 # part -> renaming from the diffusers / transformers names; each part lives in the subfolder of its name.
 _FROM_DIFFUSERS: dict[str, Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]] = {
@@ -242,14 +318,16 @@ def load_models(
     else:
         renamed = _single_file_sources(path)
     shapes = {part: {k: t.shape for k, t in src.items()} for part, src in renamed.items()}
-    unet_cfg, clip_cfg, vae_cfg = _configs_from_shapes(path, shapes)
+    probe = _probe_shapes()  # full-size names: enough to spell what a config reader complains about
+    spells = {part: _spelling(path, part, renamed[part], probe[part]) for part in PARTS}
+    unet_cfg, clip_cfg, vae_cfg = _configs_from_shapes(path, shapes, spells)
     name = preset or preset_for_filename(path.name)
     if name not in PRESETS:
         raise CheckpointError(f"preset '{name}' is unknown; expected one of {sorted(PRESETS)}")
     config = SVDConfig(name=name, unet=unet_cfg, vae=vae_cfg, image_encoder=clip_cfg, sampling=PRESETS[name].sampling)
     expected = _expected_shapes(config)
     for part in PARTS:
-        _check(path, part, shapes[part], expected[part])
+        _check(path, part, shapes[part], expected[part], _spelling(path, part, renamed[part], expected[part]))
         bad = [t for t in renamed[part].values() if t.dtype not in ("F32", "F16", "BF16", "F64")]
         if bad:
             raise CheckpointError(
@@ -285,8 +363,17 @@ def _rename_meta(folder: Path, tensors: dict[str, dict[str, _Tensor]]) -> dict[s
         try:
             ours = rename(meta)
         except (KeyError, ValueError, RuntimeError, IndexError) as e:
-            raise CheckpointError(f"diffusers folder '{folder / part}' is not an SVD {part}: {e}") from e
-        out[part] = {k: _Tensor(folder / part, k, tuple(v.shape)) for k, v in ours.items()}
+            files = sorted(str(f.relative_to(folder)) for f in {t.file for t in tensors[part].values()})
+            raise CheckpointError(f"diffusers folder '{folder}' ({', '.join(files)}) is not an SVD {part}: {e}") from e
+        # where each of our tensors comes from: the same (or a view of the same) meta tensor
+        origin = {id(v): k for k, v in meta.items()}
+        out[part] = {}
+        for k, v in ours.items():
+            src = origin.get(id(v)) or (origin.get(id(v._base)) if v._base is not None else None)
+            if src is not None:
+                out[part][k] = _Tensor(tensors[part][src].file, src, tuple(v.shape))
+            else:  # made from several tensors (e.g. q, k, v stacked)
+                out[part][k] = _Tensor(folder / part, k, tuple(v.shape))
     return out
 
 

@@ -154,7 +154,7 @@ class UNetConfig:
             raise ValueError(f"no '{context_key}': the middle block has no cross-attention")
         adm = int(shapes["label_emb.0.0.weight"][1]) if "label_emb.0.0.weight" in shapes else -1
         if adm <= 0 or adm % 3:
-            raise ValueError(f"label_emb.0.0 takes {adm} inputs; SVD's y is 3 embeddings of equal width")
+            raise ValueError(f"'label_emb.0.0.weight' takes {adm} inputs; SVD's y is 3 embeddings of equal width")
         # any temporal conv tells the kernel (k, 1, 1); read from whichever is present, so that a
         # loader can still name a single missing tensor itself
         pattern = re.compile(r"\.time_stack\.(in|out)_layers\.[23]\.weight$")

@@ -159,7 +159,7 @@ def test_missing_tensor_is_named(tiny_file, tmp_path):
     shape = list(sd.pop(victim).shape)
     path = tmp_path / "missing.safetensors"
     save_file(sd, str(path))
-    _expect(path, "missing", re.escape(f"'{victim.removeprefix('model.diffusion_model.')}' expected {shape}"))
+    _expect(path, "missing", re.escape(f"'{victim}' expected {shape}"))
 
 
 def test_misshaped_tensor_is_named_with_both_shapes(tiny_file, tmp_path):
@@ -242,3 +242,50 @@ def test_vae_dtype_can_differ(tiny_file):
     assert {p.dtype for p in models.unet.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in models.image_encoder.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in models.vae.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize("victim, short", [
+    ("model.diffusion_model.input_blocks.1.0.in_layers.2.weight", "input_blocks.1.0.in_layers.2.weight"),
+    ("model.diffusion_model.input_blocks.1.0.time_stack.in_layers.2.weight", "input_blocks.1.0.time_stack.in_layers.2.weight"),
+    ("model.diffusion_model.out.2.weight", "out.2.weight"),
+    ("first_stage_model.decoder.conv_in.bias", "decoder.conv_in.bias"),
+    ("first_stage_model.decoder.conv_in.weight", "decoder.conv_in.weight"),
+    ("conditioner.embedders.3.encoder.quant_conv.weight", "quant_conv.weight"),
+    ("conditioner.embedders.0.open_clip.model.visual.class_embedding", "class_embedding"),
+    ("conditioner.embedders.0.open_clip.model.visual.conv1.weight", "conv1.weight"),
+])
+@pytest.mark.parametrize("how", ["missing", "misshaped"])
+def test_errors_name_the_tensor_as_the_file_spells_it(tiny_file, tmp_path, victim, short, how):
+    sd = load_file(str(tiny_file))
+    assert victim in sd
+    if how == "missing":
+        del sd[victim]
+    else:
+        sd[victim] = torch.zeros(*sd[victim].shape[:-1], sd[victim].shape[-1] + 1, dtype=sd[victim].dtype)
+    path = tmp_path / f"{how}.safetensors"
+    save_file(sd, str(path))
+    with pytest.raises(CheckpointError) as e:
+        load_models(path, dtype=torch.float32)
+    message = str(e.value)
+    assert str(path) in message and f"'{victim}'" in message, message
+    assert f"'{short}'" not in message, message  # never our own name alone
+
+
+@pytest.mark.parametrize("how", ["missing", "misshaped"])
+def test_folder_errors_name_the_file_inside_the_folder_and_its_key(tiny_file, tmp_path, how):
+    from svd_core.convert.folder import save_diffusers_folder
+
+    folder = save_diffusers_folder(load_models(tiny_file, dtype=torch.float32), tmp_path / "svd")
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    sd = load_file(str(weights))
+    victim = "down_blocks.0.resnets.0.temporal_res_block.conv1.weight"
+    assert victim in sd
+    if how == "missing":
+        del sd[victim]
+    else:
+        sd[victim] = torch.zeros(*sd[victim].shape[:-1], sd[victim].shape[-1] + 1)
+    save_file(sd, str(weights))
+    with pytest.raises(CheckpointError) as e:
+        load_models(folder, dtype=torch.float32)
+    message = str(e.value)
+    assert f"'{victim}' in 'unet/diffusion_pytorch_model.safetensors'" in message, message
