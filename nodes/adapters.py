@@ -25,14 +25,15 @@ from torch import Tensor
 
 from svd_core.config import DTYPES, STORAGE_ONLY_DTYPES, SamplingConfig
 from svd_core.image_ops import RESIZE_MODES, fit_image
+from svd_core.pipeline import video_seeds
 from svd_core.vae import VAEConfig
 
 __all__ = [
     "DTYPE_CHOICES", "STORAGE_ONLY", "FRAMES_KEY", "LATENT_CHANNELS", "LATENT_DOWNSCALE", "REFERENCE_DECODE_CHUNK",
     "RESIZE_MODES", "SIZE_MULTIPLE", "ModelHandle", "check_size", "conditioning_errors",
     "empty_latent", "fit_image", "fps_to_fps_id", "frames_to_image", "image_to_bchw",
-    "latent_to_video", "make_noise", "match_batches", "parse_dtype", "preview_grid",
-    "repeat_videos", "sampler_errors", "video_to_latent",
+    "latent_to_video", "latent_video_indices", "make_noise", "match_batches", "parse_dtype", "preview_grid",
+    "repeat_videos", "sampler_errors", "video_noise", "video_to_latent",
 ]
 
 # The VAE's latent: 4 channels, 8x smaller than the image (svd_core.VAEConfig, from svd_xt_1_1.yaml).
@@ -216,6 +217,29 @@ def make_noise(shape: tuple[int, ...], seed: int) -> Tensor:
     """Standard normal noise from a private CPU generator (same values on every device)."""
     g = torch.Generator(device="cpu").manual_seed(int(seed) % (2**64))
     return torch.randn(shape, generator=g, dtype=torch.float32)
+
+
+def video_noise(per_video: tuple[int, ...], seed: int, indices: list[int]) -> Tensor:
+    """Noise for one video per entry of `indices`: video j from its own generator seeded seed + indices[j]
+    (svd_core.video_seeds), so a video never depends on the others in its batch. (len(indices), *per_video)."""
+    seeds = video_seeds(seed, max(indices) + 1)
+    return torch.stack([make_noise(per_video, seeds[i]) for i in indices])
+
+
+def latent_video_indices(latent: dict[str, Any], num_videos: int, name: str = "latent") -> list[int]:
+    """Which video of its original batch each video of a LATENT is: ComfyUI's `batch_index` (one entry per
+    folded frame, as LatentFromBatch and RepeatLatentBatch write it, or one per video), else 0, 1, ..."""
+    index = latent.get("batch_index") if isinstance(latent, dict) else None
+    if index is None:
+        return list(range(num_videos))
+    t = int(latent.get(FRAMES_KEY, 1))
+    rows = list(index)
+    if len(rows) == num_videos * t:
+        return [int(rows[j * t]) // t for j in range(num_videos)]
+    if len(rows) == num_videos:
+        return [int(i) for i in rows]
+    raise ValueError(f"{name} has a batch_index of {len(rows)} entries; expected one per frame ({num_videos * t}) "
+                     f"or one per video ({num_videos})")
 
 
 def preview_grid(x0: Tensor) -> Tensor:

@@ -30,8 +30,8 @@ from svd_core.layers import compute_dtype, set_execution
 
 from .adapters import (
     DTYPE_CHOICES, FRAMES_KEY, REFERENCE_DECODE_CHUNK, RESIZE_MODES, STORAGE_ONLY, ModelHandle, conditioning_errors,
-    empty_latent, fit_image, fps_to_fps_id, frames_to_image, image_to_bchw, latent_to_video, make_noise,
-    match_batches, parse_dtype, preview_grid, repeat_videos, sampler_errors, video_to_latent,
+    empty_latent, fit_image, fps_to_fps_id, frames_to_image, image_to_bchw, latent_to_video, latent_video_indices,
+    match_batches, parse_dtype, preview_grid, repeat_videos, sampler_errors, video_noise, video_to_latent,
 )
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,8 @@ class StableVideoConditioning(io.ComfyNode):
                                tooltip="Noise added to the start image before VAE encoding (the reference's "
                                        "cond_aug, default 0.02); also given to the model as conditioning."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the augmentation noise (drawn on the CPU: same on every device)."),
+                             tooltip="Seed of the augmentation noise (drawn on the CPU: same on every device). Image i of a "
+                                     "batch uses seed + i, so it gets what it would get alone with that seed."),
             ],
             outputs=[
                 SVDConditioning.Output(display_name="positive", tooltip="Conditioning on the images."),
@@ -214,7 +215,7 @@ class StableVideoConditioning(io.ComfyNode):
                 resize_mode: str, fps: int, motion_bucket_id: int, cond_aug: float, seed: int) -> io.NodeOutput:
         _raise_if(conditioning_errors(width, height, fps, motion_bucket_id, cond_aug))
         pixels = fit_image(image_to_bchw(image), width, height, resize_mode)  # (B, 3, H, W)
-        aug_noise = make_noise(tuple(pixels.shape), seed)
+        aug_noise = video_noise(tuple(pixels.shape[1:]), seed, list(range(pixels.shape[0])))  # image i: seed + i
         b, _, h, w = pixels.shape
         cfg = clip_vision.config
         need = max(memory.image_encoder_bytes(cfg.image_encoder, b, h, w, compute_dtype(clip_vision.module)),
@@ -281,7 +282,9 @@ class StableVideoSampler(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="Latent from Stable Video Empty Latent (or a video latent to "
                                                   "re-noise with denoise < 1)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the initial noise (drawn on the CPU: same video on every device)."),
+                             tooltip="Seed of the initial noise (drawn on the CPU: same video on every device). Video i of "
+                                     "a batch uses seed + i (or seed + its batch_index, after LatentFromBatch), "
+                                     "so it is the video it would be alone with that seed."),
                 io.Int.Input("steps", default=_REF.num_steps, min=1, max=1000,
                              tooltip="Sampling steps (reference: 30 for SVD-XT, 25 for SVD)."),
                 io.Float.Input("min_cfg", default=_REF.min_cfg, min=0.0, max=100.0, step=0.05,
@@ -330,8 +333,11 @@ class StableVideoSampler(io.ComfyNode):
                              f"at {w * 8}x{h * 8}: use the same width and height in both nodes")
         positive, negative = _repeat_cond(positive, n), _repeat_cond(negative, n)
         scale = model.config.vae.scale_factor  # ComfyUI latent space -> the model's diffusion space
+        indices = latent_video_indices(latent, start.shape[0], "latent")
+        if start.shape[0] != n:  # one latent video for several images: video j is index j of the batch
+            indices = list(range(n))
         start = repeat_videos(start, n) * scale
-        noise = make_noise(tuple(start.shape), seed)  # (B, T, 4, h, w)
+        noise = video_noise(tuple(start.shape[1:]), seed, indices)  # (B, T, 4, h, w); video j: seed + its index
 
         f = model.config.vae.downscale
         need = memory.unet_step_bytes(model.config.unet, n, start.shape[1], start.shape[-2] * f, start.shape[-1] * f,

@@ -19,6 +19,7 @@ from .pipeline import (
     generate,
     karras_sigmas,
     sample_video,
+    video_seeds,
 )
 from .random_weights import randomize_, save_random_checkpoint
 from .unet import UNet, UNetConfig
@@ -28,5 +29,5 @@ __all__ = [
     "PRESETS", "SamplingConfig", "SVDConfig", "GUIDANCE_SCHEDULES", "guidance_scales", "ImageEncoder",
     "ImageEncoderConfig", "CheckpointError", "SVDModels", "build_models", "load_models", "SAMPLER_NAMES",
     "Conditioning", "HeldFrames", "decode_chunk", "decode_latents", "embed_vector", "encode_conditioning", "generate", "karras_sigmas",
-    "sample_video", "Plan", "use_plan", "randomize_", "save_random_checkpoint", "UNet", "UNetConfig", "VAE", "VAEConfig",
+    "sample_video", "video_seeds", "Plan", "use_plan", "randomize_", "save_random_checkpoint", "UNet", "UNetConfig", "VAE", "VAEConfig",
 ]

@@ -23,7 +23,7 @@ from .pipeline import SAMPLER_NAMES, generate
 log = logging.getLogger("svd_core")
 
 DTYPES = {name: DTYPES_BY_NAME[name] for name in COMPUTE_DTYPES}
-VIDEO_SUFFIXES = (".webp", ".gif", ".mp4")
+VIDEO_SUFFIXES = (".webp", ".gif", ".png", ".mp4")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="turn one image into a video file")
     g.add_argument("--checkpoint", required=True, type=Path, help="svd_xt_1_1.safetensors (or svd_xt / svd), or a diffusers folder")
     g.add_argument("--image", required=True, type=Path, help="input image (any format Pillow reads)")
-    g.add_argument("--output", required=True, type=Path, help="out.webp, out.gif or out.mp4 (MP4 needs PyAV)")
+    g.add_argument("--output", required=True, type=Path, help="out.webp, out.gif, out.png (animated PNG, lossless) or out.mp4 (MP4 needs PyAV)")
     g.add_argument("--width", type=int, default=None, help="output width, a multiple of 64 (default: the preset's, 1024)")
     g.add_argument("--height", type=int, default=None, help="output height, a multiple of 64 (default: the preset's, 576)")
     g.add_argument("--resize", choices=RESIZE_MODES, default="crop", help="how the image is fitted to the size (default crop)")
@@ -84,14 +84,16 @@ def load_image(path: Path) -> torch.Tensor:
 
 
 def write_video(frames: torch.Tensor, path: Path, fps: int) -> None:
-    """frames (T, 3, H, W) in [0, 1] -> an animated WebP / GIF (Pillow) or an H.264 MP4 (PyAV)."""
+    """frames (T, 3, H, W) in [0, 1] -> an animated WebP / GIF / PNG (Pillow) or an H.264 MP4 (PyAV)."""
     arr = (frames.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)  # (T, H, W, 3)
     suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix in (".webp", ".gif"):
+    if suffix in (".webp", ".gif", ".png"):
         images = [Image.fromarray(a) for a in arr]
         duration = max(1, round(1000 / fps))
-        extra = {"lossless": False, "quality": 90} if suffix == ".webp" else {"optimize": False}
+        # .png: an animated PNG, lossless (every frame exactly as decoded, rounded to 8 bits)
+        extra: dict[str, Any] = ({"lossless": False, "quality": 90} if suffix == ".webp" else
+                                 {"optimize": False} if suffix == ".gif" else {"disposal": 1})
         images[0].save(path, save_all=True, append_images=images[1:], duration=duration, loop=0, **extra)
         return
     if suffix == ".mp4":

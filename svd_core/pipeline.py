@@ -309,6 +309,11 @@ def decode_latents(vae: VAE, z: Tensor, *, decode_chunk_size: int | None = None)
     return torch.stack(videos)
 
 
+def video_seeds(seed: int, count: int) -> list[int]:
+    """The seeds of `count` videos made with `seed`: seed, seed + 1, ... (modulo 2**64, torch's range)."""
+    return [(int(seed) + i) % 2**64 for i in range(count)]
+
+
 def validate_image(image: Tensor, name: str = "image") -> None:
     if not isinstance(image, Tensor) or image.ndim != 4 or image.shape[1] != 3 or not image.is_floating_point():
         raise ValueError(f"{name} must be a float tensor (B, 3, H, W) in [0, 1], got {getattr(image, 'shape', type(image))}")
@@ -344,10 +349,11 @@ def generate(
 
     Unset num_frames / num_steps / min_cfg / max_cfg / fps_id / motion_bucket_id / cond_aug / decode chunk
     come from the loaded preset (SVD: 14 frames, 25 steps, 1.0-2.5; SVD-XT and XT 1.1: 25 frames, 30 steps,
-    1.5-3.0; all: fps_id 6, motion bucket 127, cond_aug 0.02, 14 frames a decode chunk). One CPU generator seeded with
-    `seed` draws the initial latent noise (B, T, C, H/8, W/8) first, then the augmentation noise
-    (B, 3, H, W), so a seed gives the same video on any device; `noise` replaces the first draw (it is
-    still drawn, so the augmentation noise stays the same).
+    1.5-3.0; all: fps_id 6, motion bucket 127, cond_aug 0.02, 14 frames a decode chunk). Video i has its
+    own CPU generator seeded with seed + i (see `video_seeds`), which draws its initial latent noise
+    (T, C, H/8, W/8) first, then its augmentation noise (3, H, W): video i of a batch is the video its
+    image gives alone with seed + i, on any device. `noise` (B, T, C, H/8, W/8) replaces the first draws
+    (they are still made, so the augmentation noise stays the same).
     """
     validate_image(image)
     s = models.config.sampling
@@ -365,9 +371,10 @@ def generate(
     b, _, h, w = image.shape
     f = models.vae.config.downscale
     shape = (b, num_frames, models.vae.config.latent_channels, h // f, w // f)
-    g = torch.Generator("cpu").manual_seed(seed)
-    drawn = torch.randn(shape, generator=g, dtype=torch.float32)
-    aug_noise = torch.randn(tuple(image.shape), generator=g, dtype=torch.float32)
+    # one CPU generator per video, seeded seed + i: video i is the video its image gives alone with seed + i
+    gens = [torch.Generator("cpu").manual_seed(s_i) for s_i in video_seeds(seed, b)]
+    drawn = torch.stack([torch.randn(shape[1:], generator=g, dtype=torch.float32) for g in gens])
+    aug_noise = torch.stack([torch.randn(tuple(image.shape[1:]), generator=g, dtype=torch.float32) for g in gens])
     if noise is not None:
         if tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
@@ -379,6 +386,6 @@ def generate(
     z = sample_video(
         models.unet, positive, negative, drawn,
         num_steps=num_steps, min_cfg=min_cfg, max_cfg=max_cfg, guidance=guidance, sampler=sampler,
-        sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho, generator=g, callback=callback,
+        sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho, generator=gens[0], callback=callback,
     )
     return decode_latents(models.vae, z, decode_chunk_size=chunk)

@@ -71,3 +71,29 @@ def test_decode_chunk_below_one_is_refused_and_above_the_frames_clamped(inputs):
     r = _run(*common, "--output", str(d / "c9.webp"), "--decode-chunk-size", "9")
     assert r.returncode == 0, r.stderr
     assert "decode_chunk_size 9 is larger than the video's 3 frames" in r.stderr
+
+
+def test_cli_video_is_generates_video_for_its_seed(inputs):
+    """The command line gives, frame for frame, what svd_core.generate gives for the same image and seed
+    (an animated PNG keeps every frame losslessly, rounded to 8 bits)."""
+    import torch
+
+    from svd_core import generate, load_models
+    from svd_core.cli import load_image
+    from svd_core.image_ops import fit_image
+
+    ckpt, img, d = inputs
+    out = d / "seeded.png"
+    r = _run("--checkpoint", str(ckpt), "--image", str(img), "--output", str(out), "--width", "64", "--height",
+             "64", "--frames", "3", "--steps", "2", "--seed", "7", "--device", "cpu", "--dtype", "fp32")
+    assert r.returncode == 0, r.stderr
+    models = load_models(ckpt, dtype=torch.float32, vae_dtype=torch.float32)
+    video = generate(models, fit_image(load_image(img), 64, 64, "crop"), num_frames=3, num_steps=2, seed=7)[0]
+    expected = (video.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+    with Image.open(out) as im:
+        frames = []
+        for i in range(im.n_frames):
+            im.seek(i)
+            frames.append(np.asarray(im.convert("RGB")))
+    assert len(frames) == 3
+    assert max(int(np.abs(f.astype(int) - e.astype(int)).max()) for f, e in zip(frames, expected)) <= 1

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from svd_core.random_weights import randomize_
-from svd_core import SVDConfig, build_models, decode_latents, encode_conditioning, generate, load_models, sample_video
+from svd_core import (SVDConfig, build_models, decode_latents, encode_conditioning, generate, load_models, sample_video,
+                      video_seeds)
 from svd_core.convert.folder import save_diffusers_folder
 
 H = W = 64
@@ -149,6 +150,18 @@ def test_generate_same_seed_same_video_and_shapes(models):
     assert 0.0 <= a.min() and a.max() <= 1.0
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+
+
+def test_video_i_of_a_batch_is_its_image_alone_with_seed_plus_i(models):
+    images = _images(3, seed=13)
+    batch = generate(models, images, num_frames=T, num_steps=2, min_cfg=1.0, max_cfg=2.5, seed=100)
+    for i in range(3):
+        alone = generate(models, images[i:i + 1], num_frames=T, num_steps=2, min_cfg=1.0, max_cfg=2.5, seed=100 + i)
+        # same noise exactly; batch-size rounding only (see test_batch_of_two_equals_one_by_one)
+        torch.testing.assert_close(batch[i:i + 1], alone, rtol=0, atol=2e-3)
+    other_seed = generate(models, images[1:2], num_frames=T, num_steps=2, min_cfg=1.0, max_cfg=2.5, seed=100)
+    assert (other_seed - batch[1:2]).abs().max() > 1e-2
+    assert video_seeds(2**64 - 1, 2) == [2**64 - 1, 0]
 
 
 def test_generate_noise_replaces_first_draw_only(models):
