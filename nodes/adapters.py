@@ -23,6 +23,7 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
+from svd_core.checks import SIZE_MULTIPLE, check_size, conditioning_errors, sampler_errors
 from svd_core.config import DTYPES, STORAGE_ONLY_DTYPES, SamplingConfig
 from svd_core.image_ops import RESIZE_MODES, fit_image
 from svd_core.pipeline import video_seeds
@@ -39,9 +40,6 @@ __all__ = [
 # The VAE's latent: 4 channels, 8x smaller than the image (svd_core.VAEConfig, from svd_xt_1_1.yaml).
 LATENT_CHANNELS = VAEConfig.svd_xt().latent_channels
 LATENT_DOWNSCALE = VAEConfig.svd_xt().downscale
-# Image sides must be multiples of 64 (scripts/sampling/simple_video_sample.py rounds sizes down to
-# multiples of 64; the UNet halves the 1/8 latent three times).
-SIZE_MULTIPLE = 64
 # Frames decoded per VAE call in the reference (simple_video_sample.py `decoding_t`), from svd_core.
 REFERENCE_DECODE_CHUNK = SamplingConfig().decode_chunk_size
 # Extra key of the LATENT dict holding the number of frames per video.
@@ -68,46 +66,6 @@ class ModelHandle:
 
 
 # --- input checks: each message names the input, the value and what was expected -----------------
-
-def check_size(name: str, value: int) -> str | None:
-    """Error text when an image side is not a positive multiple of 64, else None."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"{name} must be an integer multiple of {SIZE_MULTIPLE}, got {value!r}"
-    if value < SIZE_MULTIPLE or value % SIZE_MULTIPLE != 0:
-        return f"{name} must be a positive multiple of {SIZE_MULTIPLE}, got {value}"
-    return None
-
-
-def _check_number(name: str, value: float, lo: float, hi: float) -> str | None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        return f"{name} must be a finite number, got {value!r}"
-    if not lo <= value <= hi:
-        return f"{name} must be between {lo} and {hi}, got {value}"
-    return None
-
-
-def conditioning_errors(width: int, height: int, fps: int, motion_bucket_id: int, cond_aug: float) -> list[str]:
-    """All problems with the conditioning node's numeric inputs (empty when they are fine)."""
-    errors = [check_size("width", width), check_size("height", height),
-              _check_number("fps", fps, 1, 1000), _check_number("motion_bucket_id", motion_bucket_id, 0, 1023),
-              _check_number("cond_aug", cond_aug, 0.0, 10.0)]
-    return [e for e in errors if e is not None]
-
-
-def sampler_errors(steps: int, min_cfg: float, max_cfg: float, sigma_min: float, sigma_max: float,
-                   rho: float, denoise: float) -> list[str]:
-    """All problems with the sampler node's numeric inputs (empty when they are fine)."""
-    errors = [_check_number("steps", steps, 1, 10000), _check_number("min_cfg", min_cfg, 0.0, 100.0),
-              _check_number("max_cfg", max_cfg, 0.0, 100.0), _check_number("sigma_min", sigma_min, 1e-6, 1e4),
-              _check_number("sigma_max", sigma_max, 1e-6, 1e4), _check_number("rho", rho, 0.1, 100.0),
-              _check_number("denoise", denoise, 0.0, 1.0)]
-    found = [e for e in errors if e is not None]
-    if not found and sigma_min >= sigma_max:
-        found.append(f"sigma_min must be smaller than sigma_max, got sigma_min {sigma_min} >= sigma_max {sigma_max}")
-    if not found and denoise <= 0.0:
-        found.append(f"denoise must be above 0, got {denoise}")
-    return found
-
 
 def fps_to_fps_id(fps: int) -> int:
     """The model's fps conditioning is fps_id = fps - 1: the reference's simple_video_sample.py

@@ -24,6 +24,7 @@ import latent_preview
 from comfy_api.latest import io
 
 import svd_core
+from svd_core.checks import LIMITS, MAX_FRAMES, MAX_SIDE
 
 from svd_core import memory
 from svd_core.layers import compute_dtype, set_execution
@@ -48,7 +49,6 @@ SVDConditioning = io.Custom("SVD_CONDITIONING")
 _REF = svd_core.SamplingConfig()
 GUIDANCE_SCHEDULES = tuple(svd_core.GUIDANCE_SCHEDULES)
 SAMPLER_NAMES = tuple(svd_core.SAMPLER_NAMES)
-MAX_SIDE = 8192
 
 
 class _Held(torch.nn.Module):
@@ -181,14 +181,15 @@ class StableVideoConditioning(io.ComfyNode):
                 io.Combo.Input("resize_mode", options=list(RESIZE_MODES), default="crop",
                                tooltip="How an image of another size is fitted: crop (scale to cover, cut "
                                        "the centre), stretch (may distort), pad (scale to fit, black borders)."),
-                io.Int.Input("fps", default=_REF.fps_id + 1, min=1, max=1000,
+                io.Int.Input("fps", default=_REF.fps_id + 1, min=int(LIMITS["fps"][0]), max=int(LIMITS["fps"][1]),
                              tooltip="Frames per second the video is meant to play at. The model sees "
                                      "fps_id = fps - 1: the default 7 is the reference's fps_id 6 "
                                      "(SVD-XT 1.1 was fine-tuned at it)."),
-                io.Int.Input("motion_bucket_id", default=_REF.motion_bucket_id, min=0, max=1023,
+                io.Int.Input("motion_bucket_id", default=_REF.motion_bucket_id, min=int(LIMITS["motion_bucket_id"][0]),
+                             max=int(LIMITS["motion_bucket_id"][1]),
                              tooltip="Amount of motion: higher moves more. 127 is the reference default "
                                      "(SVD-XT 1.1 was fine-tuned at it)."),
-                io.Float.Input("cond_aug", default=_REF.cond_aug, min=0.0, max=10.0, step=0.001,
+                io.Float.Input("cond_aug", default=_REF.cond_aug, min=LIMITS["cond_aug"][0], max=LIMITS["cond_aug"][1], step=0.001,
                                tooltip="Noise added to the start image before VAE encoding (the reference's "
                                        "cond_aug, default 0.02); also given to the model as conditioning."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
@@ -243,7 +244,7 @@ class StableVideoEmptyLatent(io.ComfyNode):
                              tooltip="Video width in pixels, a multiple of 64; match the conditioning's."),
                 io.Int.Input("height", default=_REF.height, min=64, max=MAX_SIDE, step=64,
                              tooltip="Video height in pixels, a multiple of 64; match the conditioning's."),
-                io.Int.Input("frames", default=_REF.num_frames, min=1, max=1024,
+                io.Int.Input("frames", default=_REF.num_frames, min=1, max=MAX_FRAMES,
                              tooltip="Frames per video (SVD-XT: 25, SVD: 14)."),
                 io.Int.Input("batch_size", default=1, min=1, max=64,
                              tooltip="Videos per image; 1 makes one video per conditioning image."),
@@ -285,24 +286,24 @@ class StableVideoSampler(io.ComfyNode):
                              tooltip="Seed of the initial noise (drawn on the CPU: same video on every device). Video i of "
                                      "a batch uses seed + i (or seed + its batch_index, after LatentFromBatch), "
                                      "so it is the video it would be alone with that seed."),
-                io.Int.Input("steps", default=_REF.num_steps, min=1, max=1000,
+                io.Int.Input("steps", default=_REF.num_steps, min=int(LIMITS["steps"][0]), max=int(LIMITS["steps"][1]),
                              tooltip="Sampling steps (reference: 30 for SVD-XT, 25 for SVD)."),
-                io.Float.Input("min_cfg", default=_REF.min_cfg, min=0.0, max=100.0, step=0.05,
+                io.Float.Input("min_cfg", default=_REF.min_cfg, min=LIMITS["min_cfg"][0], max=LIMITS["min_cfg"][1], step=0.05,
                                tooltip="Guidance scale of the first frame (reference SVD-XT: 1.5)."),
-                io.Float.Input("max_cfg", default=_REF.max_cfg, min=0.0, max=100.0, step=0.05,
+                io.Float.Input("max_cfg", default=_REF.max_cfg, min=LIMITS["max_cfg"][0], max=LIMITS["max_cfg"][1], step=0.05,
                                tooltip="Guidance scale of the last frame (reference SVD-XT: 3.0)."),
                 io.Combo.Input("guidance", options=list(GUIDANCE_SCHEDULES), default="linear",
                                tooltip="Per-frame guidance: linear min->max (reference), triangle "
                                        "(min at both ends, max mid-video), constant (max_cfg everywhere)."),
                 io.Combo.Input("sampler", options=list(SAMPLER_NAMES), default="euler",
                                tooltip="Sampler: euler (the reference's EulerEDMSampler), heun, dpmpp_2m."),
-                io.Float.Input("sigma_min", default=_REF.sigma_min, min=0.0001, max=100.0, step=0.0001,
+                io.Float.Input("sigma_min", default=_REF.sigma_min, min=LIMITS["sigma_min"][0], max=LIMITS["sigma_min"][1], step=0.0001,
                                tooltip="Smallest noise level of the Karras schedule (reference 0.002)."),
-                io.Float.Input("sigma_max", default=_REF.sigma_max, min=0.01, max=10000.0, step=0.1,
+                io.Float.Input("sigma_max", default=_REF.sigma_max, min=LIMITS["sigma_max"][0], max=LIMITS["sigma_max"][1], step=0.1,
                                tooltip="Largest noise level of the Karras schedule (reference 700)."),
-                io.Float.Input("rho", default=_REF.rho, min=0.1, max=100.0, step=0.1,
+                io.Float.Input("rho", default=_REF.rho, min=LIMITS["rho"][0], max=LIMITS["rho"][1], step=0.1,
                                tooltip="Karras schedule exponent (reference 7)."),
-                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("denoise", default=1.0, min=LIMITS["denoise"][0], max=LIMITS["denoise"][1], step=0.01,
                                tooltip="1 = start from pure noise (reference). Below 1, re-noise the "
                                        "input latent and run only the last part of the schedule."),
             ],
@@ -387,7 +388,7 @@ class StableVideoDecode(io.ComfyNode):
             inputs=[
                 SVDVae.Input("vae", tooltip="VAE from the Stable Video checkpoint loader."),
                 io.Latent.Input("latent", tooltip="Video latent from the Stable Video Sampler."),
-                io.Int.Input("frames_per_chunk", default=0, min=0, max=1024,
+                io.Int.Input("frames_per_chunk", default=0, min=0, max=MAX_FRAMES,
                              tooltip=f"Frames decoded together by the temporal decoder. 0 = the reference's "
                                      f"{REFERENCE_DECODE_CHUNK}. Fixed, never chosen from free memory: "
                                      "another value gives (slightly) different frames."),

@@ -15,6 +15,7 @@ from PIL import Image
 
 from .config import COMPUTE_DTYPES, PRESETS
 from .config import DTYPES as DTYPES_BY_NAME
+from .checks import check_number, check_size
 from .guidance import GUIDANCE_SCHEDULES
 from .image_ops import RESIZE_MODES, fit_image
 from .load import CheckpointError, load_models
@@ -115,6 +116,28 @@ def write_video(frames: torch.Tensor, path: Path, fps: int) -> None:
     raise SystemExit(f"output '{path}' has suffix '{suffix}'; expected one of {VIDEO_SUFFIXES}")
 
 
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def option_errors(args: argparse.Namespace) -> list[str]:
+    """Every given number checked before anything is loaded (svd_core.checks, named as options)."""
+    errors: list[str] = []
+    for side in ("width", "height"):
+        value = getattr(args, side)
+        if value is not None:
+            errors.append(check_size(side, value, _option) or "")
+    for name in ("fps", "motion_bucket_id", "cond_aug", "frames", "steps", "min_cfg", "max_cfg"):
+        value = getattr(args, name)
+        if value is not None:
+            errors.append(check_number(name, value, _option) or "")
+    if args.fps_id is not None:
+        errors.append(check_number("fps", args.fps_id + 1, lambda _: "--fps-id + 1") or "")
+    if args.decode_chunk_size is not None and args.decode_chunk_size < 1:
+        errors.append(f"--decode-chunk-size must be at least 1 frame, got {args.decode_chunk_size}")
+    return [e for e in errors if e]
+
+
 def run_generate(args: argparse.Namespace) -> int:
     if args.output.suffix.lower() not in VIDEO_SUFFIXES:
         log.error("output '%s' must end in one of %s", args.output, VIDEO_SUFFIXES)
@@ -122,8 +145,10 @@ def run_generate(args: argparse.Namespace) -> int:
     if not args.image.exists():
         log.error("input image '%s' does not exist", args.image)
         return 2
-    if args.decode_chunk_size is not None and args.decode_chunk_size < 1:
-        log.error("--decode-chunk-size must be at least 1 frame, got %d", args.decode_chunk_size)
+    errors = option_errors(args)
+    if errors:
+        for e in errors:
+            log.error("%s", e)
         return 2
     if not args.checkpoint.exists():
         log.error(
@@ -142,9 +167,6 @@ def run_generate(args: argparse.Namespace) -> int:
         return 2
     s = models.config.sampling
     width, height = args.width or s.width, args.height or s.height
-    if width % 64 or height % 64:
-        log.error("--width %d / --height %d must be multiples of 64", width, height)
-        return 2
     image = fit_image(load_image(args.image), width, height, args.resize)
     steps = args.steps or s.num_steps
     log.info("%s: %dx%d, %s frames, %d steps, seed %d", models.config.name, width, height, args.frames or s.num_frames, steps, args.seed)

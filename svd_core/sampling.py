@@ -63,6 +63,7 @@ chosen frames to given values (continuation, keyframes); None changes nothing.""
 SIGMA_MIN = 0.002
 SIGMA_MAX = 700.0
 RHO = 7.0
+MAX_SCHEDULE = 10**6  # longest schedule karras_sigmas makes for a partial denoise (steps / denoise)
 
 
 def get_sigmas_karras(
@@ -100,6 +101,9 @@ def karras_sigmas(num_steps: int, *, sigma_min: float, sigma_max: float, rho: fl
     if denoise == 1.0:
         return get_sigmas_karras(num_steps, sigma_min, sigma_max, rho)
     total = max(num_steps, int(num_steps / denoise))
+    if total > MAX_SCHEDULE:
+        raise ValueError(f"denoise {denoise} with {num_steps} steps needs a schedule of {total} steps "
+                         f"(at most {MAX_SCHEDULE}); raise denoise")
     return get_sigmas_karras(total, sigma_min, sigma_max, rho)[-(num_steps + 1):]
 
 

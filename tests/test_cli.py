@@ -59,7 +59,7 @@ def test_missing_checkpoint_says_where_to_get_it(inputs):
 def test_bad_size_is_refused(inputs):
     ckpt, img, d = inputs
     r = _run("--checkpoint", str(ckpt), "--image", str(img), "--output", str(d / "x.webp"), "--width", "100")
-    assert r.returncode == 2 and "multiples of 64" in r.stderr
+    assert r.returncode == 2 and "--width must be a positive multiple of 64" in r.stderr
 
 
 def test_decode_chunk_below_one_is_refused_and_above_the_frames_clamped(inputs):

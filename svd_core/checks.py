@@ -1,0 +1,80 @@
+"""Checks of user-given numbers, shared by the command line and the ComfyUI nodes.
+
+Each function returns the problems it finds as messages that name the input (through `label`, so the
+command line says `--min-cfg` where a node says `min_cfg`), with the value and what was expected; an
+empty list means the values are fine. Nothing is run before they pass: a bad value never reaches torch.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+# Image sides must be multiples of 64 (scripts/sampling/simple_video_sample.py rounds sizes down to
+# multiples of 64; the UNet halves the 1/8 latent three times).
+SIZE_MULTIPLE = 64
+MAX_SIDE = 8192  # the nodes' widget limit: 8192 px is 1024 latent rows, far beyond what SVD was trained at
+MAX_FRAMES = 1024
+
+# (lowest, highest) accepted value of each numeric input; see the nodes' tooltips for their meaning.
+LIMITS: dict[str, tuple[float, float]] = {
+    "fps": (1, 1000),
+    "motion_bucket_id": (0, 1023),
+    "cond_aug": (0.0, 10.0),
+    "frames": (1, MAX_FRAMES),
+    "steps": (1, 1000),
+    "min_cfg": (0.0, 100.0),
+    "max_cfg": (0.0, 100.0),
+    "sigma_min": (1e-4, 100.0),
+    "sigma_max": (0.01, 1e4),
+    "rho": (0.1, 100.0),
+    "denoise": (0.001, 1.0),  # below 1, the schedule is steps / denoise long: bounded
+}
+INTEGERS = frozenset({"fps", "motion_bucket_id", "frames", "steps"})
+
+Label = Callable[[str], str]
+
+
+def _same(name: str) -> str:
+    return name
+
+
+def check_size(name: str, value: object, label: Label = _same) -> str | None:
+    """Error text when an image side is not a positive multiple of 64 up to MAX_SIDE, else None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{label(name)} must be an integer multiple of {SIZE_MULTIPLE}, got {value!r}"
+    if value < SIZE_MULTIPLE or value % SIZE_MULTIPLE != 0 or value > MAX_SIDE:
+        return f"{label(name)} must be a positive multiple of {SIZE_MULTIPLE} up to {MAX_SIDE}, got {value}"
+    return None
+
+
+def check_number(name: str, value: object, label: Label = _same) -> str | None:
+    """Error text when `value` is not a finite number within LIMITS[name] (a whole one for INTEGERS)."""
+    lo, hi = LIMITS[name]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return f"{label(name)} must be a finite number, got {value!r}"
+    if name in INTEGERS and not float(value).is_integer():
+        return f"{label(name)} must be a whole number, got {value}"
+    if not lo <= value <= hi:
+        return f"{label(name)} must be between {lo} and {hi}, got {value}"
+    return None
+
+
+def conditioning_errors(width: object, height: object, fps: object, motion_bucket_id: object, cond_aug: object,
+                        label: Label = _same) -> list[str]:
+    """All problems with the conditioning inputs."""
+    errors = [check_size("width", width, label), check_size("height", height, label),
+              check_number("fps", fps, label), check_number("motion_bucket_id", motion_bucket_id, label),
+              check_number("cond_aug", cond_aug, label)]
+    return [e for e in errors if e is not None]
+
+
+def sampler_errors(steps: object, min_cfg: object, max_cfg: object, sigma_min: object, sigma_max: object,
+                   rho: object, denoise: object, label: Label = _same) -> list[str]:
+    """All problems with the sampling inputs, including sigma_min < sigma_max."""
+    values = {"steps": steps, "min_cfg": min_cfg, "max_cfg": max_cfg, "sigma_min": sigma_min,
+              "sigma_max": sigma_max, "rho": rho, "denoise": denoise}
+    found = [e for e in (check_number(k, v, label) for k, v in values.items()) if e is not None]
+    if not found and sigma_min >= sigma_max:  # type: ignore[operator]
+        found.append(f"{label('sigma_min')} must be smaller than {label('sigma_max')}, "
+                     f"got {sigma_min} >= {sigma_max}")
+    return found
