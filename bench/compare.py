@@ -67,7 +67,7 @@ def _peak_mb() -> float:
     return _status_mb("VmHWM")
 
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+from svd_core.config import COMPUTE_DTYPES  # noqa: E402  (names of svd_core.config.DTYPES)
 
 
 def _sync(device: str) -> float:
@@ -82,7 +82,9 @@ def child(kind: str, d: Path, steps: int, device: str, dtype_name: str) -> dict:
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    dtype = getattr(torch, DTYPES[dtype_name])
+    from svd_core.config import DTYPES
+
+    dtype = DTYPES[dtype_name]
     inputs = torch.load(d / "inputs.pt")
     base = _rss_mb()
     stamps: list[float] = []
@@ -156,7 +158,9 @@ def prepare(d: Path, model: str, frames: int, width: int, height: int, dtype_nam
     from svd_core.random_weights import random_state_dict
 
     config = make_config(model, frames, width, height)
-    dtype = getattr(torch, DTYPES[dtype_name])
+    from svd_core.config import DTYPES
+
+    dtype = DTYPES[dtype_name]
     sd = random_state_dict(config, seed=seed, dtype=dtype)
     save_file(sd, str(d / "bench.safetensors"))
     del sd
@@ -185,7 +189,7 @@ def main() -> int:
     ap.add_argument("--height", type=int, default=128)
     ap.add_argument("--model", choices=("medium", "full"), default="medium")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
+    ap.add_argument("--dtype", choices=COMPUTE_DTYPES, default="fp32")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--child", choices=("ours", "theirs"))
     ap.add_argument("--dir", type=Path)

@@ -53,7 +53,7 @@ from svd_core.pipeline import Conditioning, decode_latents, guided_denoiser  # n
 
 log = logging.getLogger("memory")
 GiB = 2**30
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {name: svd_core.config.DTYPES[name] for name in svd_core.config.COMPUTE_DTYPES}
 STAGES = ("image_encoder", "vae_encoder", "unet_step", "decode_chunk")
 
 
