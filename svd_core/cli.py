@@ -19,7 +19,8 @@ from .checks import check_number, check_size
 from .guidance import GUIDANCE_SCHEDULES
 from .image_ops import RESIZE_MODES, fit_image
 from .load import CheckpointError, load_models
-from .pipeline import SAMPLER_NAMES, generate
+from .generate import generate
+from .pipeline import SAMPLER_NAMES
 
 log = logging.getLogger("svd_core")
 

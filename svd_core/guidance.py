@@ -68,21 +68,30 @@ class GuidedDenoiser:
         self.scales = scales.to(torch.float32)
         self.num_frames = int(scales.shape[0])
 
-    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+    def pair(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """(D_u, D_c): the unconditional and conditional estimates of x, each (B*T, C, H, W), from ONE
+        call of the batched denoiser (CFG++-style samplers need both)."""
         n = x.shape[0]
-        t = self.num_frames
-        if n % t != 0:
-            raise ValueError(f"batch of {n} is not a whole number of videos of {t} frames ('(b t) c h w' layout)")
+        if n % self.num_frames != 0:
+            raise ValueError(f"batch of {n} is not a whole number of videos of {self.num_frames} frames ('(b t) c h w' layout)")
         sigma_n = torch.as_tensor(sigma, device=x.device)
         sigma_n = sigma_n.expand(n) if sigma_n.ndim == 0 else sigma_n  # (N,)
         if sigma_n.shape != (n,):
             raise ValueError(f"sigma must be a scalar or have shape ({n},), got {tuple(sigma_n.shape)}")
         x2 = torch.cat([x, x])  # (2*B*T, C, H, W): [uncond; cond]
         sigma2 = torch.cat([sigma_n, sigma_n])  # (2*B*T,)
-        denoised = self.denoiser(x2, sigma2)  # (2*B*T, C, H, W)
-        d_u, d_c = denoised.chunk(2)  # each (B*T, C, H, W)
+        d_u, d_c = self.denoiser(x2, sigma2).chunk(2)  # each (B*T, C, H, W)
+        return d_u, d_c
+
+    def combine(self, d_u: Tensor, d_c: Tensor, scales: Tensor | None = None) -> Tensor:
+        """D_u + w_t * (D_c - D_u) per frame, with this guider's scales or the (T,) `scales` given."""
+        t = self.num_frames
+        w = (self.scales if scales is None else scales.to(torch.float32)).to(device=d_u.device)
         d_u = rearrange(d_u, "(b t) ... -> b t ...", t=t)  # (B, T, C, H, W)
         d_c = rearrange(d_c, "(b t) ... -> b t ...", t=t)
-        w = self.scales.to(device=d_u.device).view((1, t) + (1,) * (d_u.ndim - 2))  # (1, T, 1, 1, 1)
+        w = w.view((1, t) + (1,) * (d_u.ndim - 2))  # (1, T, 1, 1, 1)
         guided = d_u + w * (d_c - d_u)  # (B, T, C, H, W)
         return rearrange(guided, "b t ... -> (b t) ...")  # (B*T, C, H, W)
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        return self.combine(*self.pair(x, sigma))

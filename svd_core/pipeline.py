@@ -51,6 +51,10 @@ class Conditioning:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Conditioning":
         return Conditioning(**{f.name: getattr(self, f.name).to(device=device, dtype=dtype) for f in fields(self)})
 
+    def select(self, index: list[int]) -> "Conditioning":
+        """The conditioning of the videos `index` (an index may repeat)."""
+        return Conditioning(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
     @staticmethod
     def cat(items: list["Conditioning"]) -> "Conditioning":
         return Conditioning(**{f.name: torch.cat([getattr(c, f.name) for c in items]) for f in fields(Conditioning)})
@@ -314,78 +318,14 @@ def video_seeds(seed: int, count: int) -> list[int]:
     return [(int(seed) + i) % 2**64 for i in range(count)]
 
 
-def validate_image(image: Tensor, name: str = "image") -> None:
+def validate_image(image: Tensor, name: str = "image", *, check_size: bool = True) -> None:
     if not isinstance(image, Tensor) or image.ndim != 4 or image.shape[1] != 3 or not image.is_floating_point():
         raise ValueError(f"{name} must be a float tensor (B, 3, H, W) in [0, 1], got {getattr(image, 'shape', type(image))}")
     h, w = image.shape[-2:]
-    if h % 64 or w % 64 or h == 0 or w == 0:
+    if h == 0 or w == 0 or (check_size and (h % 64 or w % 64)):
         raise ValueError(f"{name} is {w}x{h}; width and height must be positive multiples of 64")
     if not torch.isfinite(image).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     lo, hi = float(image.min()), float(image.max())
     if lo < 0.0 or hi > 1.0:
         raise ValueError(f"{name} values must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]")
-
-
-def generate(
-    models: SVDModels,
-    image: Tensor,
-    *,
-    num_frames: int | None = None,
-    num_steps: int | None = None,
-    fps_id: int | None = None,
-    motion_bucket_id: int | None = None,
-    cond_aug: float | None = None,
-    min_cfg: float | None = None,
-    max_cfg: float | None = None,
-    guidance: str = "linear",
-    sampler: str = "euler",
-    seed: int = 0,
-    noise: Tensor | None = None,
-    decode_chunk_size: int | None = None,
-    callback: StepCallback | None = None,
-) -> Tensor:
-    """B images (B, 3, H, W) in [0, 1] -> B videos (B, T, 3, H, W) float32 in [0, 1].
-
-    Unset num_frames / num_steps / min_cfg / max_cfg / fps_id / motion_bucket_id / cond_aug / decode chunk
-    come from the loaded preset (SVD: 14 frames, 25 steps, 1.0-2.5; SVD-XT and XT 1.1: 25 frames, 30 steps,
-    1.5-3.0; all: fps_id 6, motion bucket 127, cond_aug 0.02, 14 frames a decode chunk). Video i has its
-    own CPU generator seeded with seed + i (see `video_seeds`), which draws its initial latent noise
-    (T, C, H/8, W/8) first, then its augmentation noise (3, H, W): video i of a batch is the video its
-    image gives alone with seed + i, on any device. `noise` (B, T, C, H/8, W/8) replaces the first draws
-    (they are still made, so the augmentation noise stays the same).
-    """
-    validate_image(image)
-    s = models.config.sampling
-    num_frames = s.num_frames if num_frames is None else num_frames
-    num_steps = s.num_steps if num_steps is None else num_steps
-    min_cfg = s.min_cfg if min_cfg is None else min_cfg
-    max_cfg = s.max_cfg if max_cfg is None else max_cfg
-    fps_id = s.fps_id if fps_id is None else fps_id
-    motion_bucket_id = s.motion_bucket_id if motion_bucket_id is None else motion_bucket_id
-    cond_aug = s.cond_aug if cond_aug is None else cond_aug
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-    # checked before any work; the preset's chunk (the reference's 14) is clamped to short videos quietly
-    chunk = min(s.decode_chunk_size, num_frames) if decode_chunk_size is None else decode_chunk(decode_chunk_size, num_frames)
-    b, _, h, w = image.shape
-    f = models.vae.config.downscale
-    shape = (b, num_frames, models.vae.config.latent_channels, h // f, w // f)
-    # one CPU generator per video, seeded seed + i: video i is the video its image gives alone with seed + i
-    gens = [torch.Generator("cpu").manual_seed(s_i) for s_i in video_seeds(seed, b)]
-    drawn = torch.stack([torch.randn(shape[1:], generator=g, dtype=torch.float32) for g in gens])
-    aug_noise = torch.stack([torch.randn(tuple(image.shape[1:]), generator=g, dtype=torch.float32) for g in gens])
-    if noise is not None:
-        if tuple(noise.shape) != shape:
-            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
-        drawn = noise.to(torch.float32)
-    positive, negative = encode_conditioning(
-        models.image_encoder, models.vae, image,
-        fps_id=fps_id, motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, aug_noise=aug_noise,
-    )
-    z = sample_video(
-        models.unet, positive, negative, drawn,
-        num_steps=num_steps, min_cfg=min_cfg, max_cfg=max_cfg, guidance=guidance, sampler=sampler,
-        sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho, generator=gens[0], callback=callback,
-    )
-    return decode_latents(models.vae, z, decode_chunk_size=chunk)

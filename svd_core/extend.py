@@ -1,0 +1,127 @@
+"""Longer videos: continue a video clip by clip, with the stock SVD weights (no training).
+
+Each new clip is an ordinary SVD sampling (pipeline.sample_video) of `num_frames` frames with two ties to
+the video so far:
+  - it is conditioned on the video's last frame (CLIP embedding and conditioning latent, as any start image);
+  - its first `overlap` latent frames are held to the video's last `overlap` latents at every step
+    (pipeline.HeldFrames: re-noised to the current level after each step, exact at the end), so the clip
+    starts inside the motion of the video instead of from a still frame.
+Those first `overlap` frames repeat the video's last ones, so they are dropped: the result has no frame
+twice at a seam. Clips chained by hand (last frame -> new image-to-video) lose their motion at every seam
+and drift in colour; the optional colour anchor matches each new clip's per-channel mean and standard
+deviation to the first clip's (the statistics transfer of Reinhard et al. 2001, "Color Transfer between
+Images", here per RGB channel over all frames).
+"""
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from .keyframes import clean_latents
+from .models import SVDModels
+from .pipeline import (
+    HeldFrames, StepCallback, decode_chunk, decode_latents, encode_conditioning, sample_video, validate_image, video_seeds,
+)
+
+__all__ = ["DEFAULT_OVERLAP", "extend", "match_colour"]
+
+# Latent frames shared by consecutive clips: enough to carry the motion, and 21 of 25 frames stay new.
+DEFAULT_OVERLAP = 4
+
+
+def match_colour(frames: Tensor, reference: Tensor, eps: float = 1e-6) -> Tensor:
+    """frames (B, T, 3, H, W) with each channel's mean and standard deviation (over frames and pixels)
+    moved to those of `reference` (B, T', 3, H, W), clamped to [0, 1]."""
+    dims = (1, 3, 4)
+    mu, sd = frames.mean(dim=dims, keepdim=True), frames.std(dim=dims, keepdim=True)
+    mu_r, sd_r = reference.mean(dim=dims, keepdim=True), reference.std(dim=dims, keepdim=True)
+    return ((frames - mu) / (sd + eps) * sd_r + mu_r).clamp(0.0, 1.0)
+
+
+def extend(
+    models: SVDModels,
+    video: Tensor,
+    *,
+    num_frames: int | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+    num_clips: int = 1,
+    num_steps: int | None = None,
+    fps_id: int | None = None,
+    motion_bucket_id: int | None = None,
+    cond_aug: float | None = None,
+    min_cfg: float | None = None,
+    max_cfg: float | None = None,
+    guidance: str = "linear",
+    sampler: str = "euler",
+    seed: int = 0,
+    color_anchor: bool = True,
+    video_latents: Tensor | None = None,
+    decode_chunk_size: int | None = None,
+    callback: StepCallback | None = None,
+) -> Tensor:
+    """Continue B videos (B, T, 3, H, W) in [0, 1] by `num_clips` clips of `num_frames` frames (the
+    preset's by default) sharing `overlap` latent frames with what precedes them. Returns the whole video,
+    (B, T + num_clips * (num_frames - overlap), 3, H, W), the given frames first and unchanged.
+
+    `video_latents` (B, T', C, h, w), the video's latents in the sampler's space (the VAE latent times the
+    scale factor, e.g. the `z` sample_video returned), are held exactly; without them the last `overlap`
+    frames are VAE-encoded (posterior mean). Video i draws its noise from its own CPU generator seeded
+    seed + i (per clip: initial noise, then augmentation noise). Sampling settings default to the preset's.
+    """
+    if not isinstance(video, Tensor) or video.ndim != 5:
+        raise ValueError(f"video must be (B, T, 3, H, W) in [0, 1], got {getattr(video, 'shape', type(video))}")
+    b, t = video.shape[:2]
+    validate_image(video[:, -1], "video")
+    s = models.config.sampling
+    num_frames = s.num_frames if num_frames is None else num_frames
+    if num_frames < 2:
+        raise ValueError(f"num_frames must be at least 2 to extend a video, got {num_frames}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 1 <= overlap < num_frames:
+        raise ValueError(f"overlap must be a whole number of frames from 1 to num_frames - 1 = {num_frames - 1}, "
+                         f"got {overlap!r}")
+    if overlap > t:
+        raise ValueError(f"overlap is {overlap} frames but the video has only {t}")
+    if isinstance(num_clips, bool) or not isinstance(num_clips, int) or num_clips < 1:
+        raise ValueError(f"num_clips must be at least 1, got {num_clips!r}")
+    chunk = min(s.decode_chunk_size, num_frames) if decode_chunk_size is None else decode_chunk(decode_chunk_size, num_frames)
+    num_steps = s.num_steps if num_steps is None else num_steps
+    fps_id = s.fps_id if fps_id is None else fps_id
+    motion_bucket_id = s.motion_bucket_id if motion_bucket_id is None else motion_bucket_id
+    cond_aug = s.cond_aug if cond_aug is None else cond_aug
+    min_cfg = s.min_cfg if min_cfg is None else min_cfg
+    max_cfg = s.max_cfg if max_cfg is None else max_cfg
+
+    f = models.vae.config.downscale
+    h, w = video.shape[-2] // f, video.shape[-1] // f
+    c = models.vae.config.latent_channels
+    if video_latents is not None:
+        if video_latents.ndim != 5 or tuple(video_latents.shape[0:1] + video_latents.shape[2:]) != (b, c, h, w) \
+                or video_latents.shape[1] < overlap:
+            raise ValueError(f"video_latents must be (B={b}, T >= overlap={overlap}, {c}, {h}, {w}), "
+                             f"got {tuple(video_latents.shape)}")
+        last = video_latents[:, -overlap:].float()
+    else:
+        last = rearrange(clean_latents(models.vae, rearrange(video[:, -overlap:].float(), "b t c h w -> (b t) c h w")),
+                         "(b t) c h w -> b t c h w", b=b)
+    gens = [torch.Generator("cpu").manual_seed(s_i) for s_i in video_seeds(seed, b)]
+    out = video.float()
+    for k in range(num_clips):
+        noise = torch.stack([torch.randn((num_frames, c, h, w), generator=g, dtype=torch.float32) for g in gens])
+        aug = torch.stack([torch.randn(tuple(video.shape[2:]), generator=g, dtype=torch.float32) for g in gens])
+        positive, negative = encode_conditioning(models.image_encoder, models.vae, out[:, -1], fps_id=fps_id,
+                                                 motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, aug_noise=aug)
+
+        def on_step(step: int, total: int, denoised: Tensor, k: int = k) -> None:
+            if callback is not None:
+                callback(k * total + step, num_clips * total, denoised)
+
+        z = sample_video(models.unet, positive, negative, noise, num_steps=num_steps, min_cfg=min_cfg, max_cfg=max_cfg,
+                         guidance=guidance, sampler=sampler, sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho,
+                         generator=gens[0], callback=on_step, hold=HeldFrames(tuple(range(overlap)), last.to(noise)))
+        new = decode_latents(models.vae, z, decode_chunk_size=chunk)[:, overlap:]
+        if color_anchor:
+            new = match_colour(new, video.float())
+        out = torch.cat([out, new.to(out)], dim=1)
+        last = z[:, -overlap:]
+    return out
