@@ -17,10 +17,11 @@ if importlib.util.find_spec("svd_core") is None:
 async def comfy_entrypoint():  # -> comfy_api.latest.ComfyExtension
     from comfy_api.latest import ComfyExtension
 
+    from .nodes.extend_node import EXTEND_NODES
     from .nodes.svd_nodes import NODES
 
     class StableVideoExactExtension(ComfyExtension):
         async def get_node_list(self) -> list:
-            return list(NODES)
+            return list(NODES) + list(EXTEND_NODES)
 
     return StableVideoExactExtension()

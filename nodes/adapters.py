@@ -30,11 +30,11 @@ from svd_core.pipeline import video_seeds
 from svd_core.vae import VAEConfig
 
 __all__ = [
-    "DTYPE_CHOICES", "STORAGE_ONLY", "FRAMES_KEY", "LATENT_CHANNELS", "LATENT_DOWNSCALE", "REFERENCE_DECODE_CHUNK",
+    "DTYPE_CHOICES", "STORAGE_ONLY", "FRAMES_KEY", "LOOP_KEY", "LATENT_CHANNELS", "LATENT_DOWNSCALE", "REFERENCE_DECODE_CHUNK",
     "RESIZE_MODES", "SIZE_MULTIPLE", "ModelHandle", "check_size", "conditioning_errors",
     "empty_latent", "fit_image", "fps_to_fps_id", "frames_to_image", "image_to_bchw",
     "latent_to_video", "latent_video_indices", "make_noise", "match_batches", "parse_dtype", "preview_grid",
-    "repeat_videos", "sampler_errors", "video_noise", "video_to_latent",
+    "repeat_videos", "sampler_errors", "video_generator_seeds", "video_noise", "video_noises", "video_to_latent",
 ]
 
 # The VAE's latent: 4 channels, 8x smaller than the image (svd_core.VAEConfig, from svd_xt_1_1.yaml).
@@ -44,6 +44,8 @@ LATENT_DOWNSCALE = VAEConfig.svd_xt().downscale
 REFERENCE_DECODE_CHUNK = SamplingConfig().decode_chunk_size
 # Extra key of the LATENT dict holding the number of frames per video.
 FRAMES_KEY = "svd_frames"
+# Extra key of the LATENT dict of a seamless loop: the decoder drops each video's last frame.
+LOOP_KEY = "svd_loop"
 
 DTYPE_CHOICES: tuple[str, ...] = ("auto", "fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2")
 _DTYPES = DTYPES
@@ -86,7 +88,7 @@ def parse_dtype(name: str) -> torch.dtype | None:
 
 # --- layout conversions ----------------------------------------------------------------------------
 
-def image_to_bchw(image: Tensor) -> Tensor:
+def image_to_bchw(image: Tensor, name: str = "image") -> Tensor:
     """ComfyUI IMAGE `(N, H, W, C)` -> `(N, 3, H, W)` float32 in [0, 1].
 
     Alpha is dropped, not composited: the reference opens an RGBA file and calls PIL's
@@ -94,12 +96,12 @@ def image_to_bchw(image: Tensor) -> Tensor:
     """
     if not isinstance(image, Tensor) or image.ndim != 4:
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-        raise ValueError(f"image must be an IMAGE batch (N, H, W, C), got {shape}")
+        raise ValueError(f"{name} must be an IMAGE batch (N, H, W, C), got {shape}")
     channels = image.shape[-1]
     if channels not in (1, 2, 3, 4):
-        raise ValueError(f"image must have 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels, got {channels}")
+        raise ValueError(f"{name} must have 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels, got {channels}")
     if image.shape[0] == 0:
-        raise ValueError("image is an empty batch")
+        raise ValueError(f"{name} is an empty batch")
     x = rearrange(image.float(), "n h w c -> n c h w")
     if channels in (1, 2):
         x = repeat(x[:, :1], "n 1 h w -> n c h w", c=3)
@@ -147,7 +149,7 @@ def latent_to_video(latent: dict[str, Any], name: str = "latent") -> Tensor:
 
 def video_to_latent(z: Tensor, like: dict[str, Any] | None = None) -> dict[str, Any]:
     """`(B, T, C, h, w)` -> LATENT dict, keeping the other entries of `like` (a new dict)."""
-    out = {k: v for k, v in (like or {}).items() if k not in ("samples", "noise_mask", "batch_index")}
+    out = {k: v for k, v in (like or {}).items() if k not in ("samples", "noise_mask", "batch_index", LOOP_KEY)}
     out["samples"] = rearrange(z, "b t c h w -> (b t) c h w").contiguous()
     out[FRAMES_KEY] = z.shape[1]
     return out
@@ -177,11 +179,24 @@ def make_noise(shape: tuple[int, ...], seed: int) -> Tensor:
     return torch.randn(shape, generator=g, dtype=torch.float32)
 
 
+def video_generator_seeds(seed: int, indices: list[int]) -> list[int]:
+    """The generator seed of each video: seed + its index (svd_core.video_seeds)."""
+    seeds = video_seeds(seed, max(indices) + 1)
+    return [seeds[i] for i in indices]
+
+
+def video_noises(per_video: tuple[int, ...], seed: int, indices: list[int], draws: int) -> list[Tensor]:
+    """`draws` noise tensors (len(indices), *per_video): video j's from its own CPU generator seeded
+    seed + indices[j], drawn one after the other, so a video never depends on the others in its batch."""
+    gens = [torch.Generator(device="cpu").manual_seed(s) for s in video_generator_seeds(seed, indices)]
+    per_draw = [[torch.randn(per_video, generator=g, dtype=torch.float32) for _ in range(draws)] for g in gens]
+    return [torch.stack([d[k] for d in per_draw]) for k in range(draws)]
+
+
 def video_noise(per_video: tuple[int, ...], seed: int, indices: list[int]) -> Tensor:
     """Noise for one video per entry of `indices`: video j from its own generator seeded seed + indices[j]
     (svd_core.video_seeds), so a video never depends on the others in its batch. (len(indices), *per_video)."""
-    seeds = video_seeds(seed, max(indices) + 1)
-    return torch.stack([make_noise(per_video, seeds[i]) for i in indices])
+    return video_noises(per_video, seed, indices, 1)[0]
 
 
 def latent_video_indices(latent: dict[str, Any], num_videos: int, name: str = "latent") -> list[int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import fields, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -30,9 +30,10 @@ from svd_core import memory
 from svd_core.layers import compute_dtype, set_execution
 
 from .adapters import (
-    DTYPE_CHOICES, FRAMES_KEY, REFERENCE_DECODE_CHUNK, RESIZE_MODES, STORAGE_ONLY, ModelHandle, conditioning_errors,
+    DTYPE_CHOICES, FRAMES_KEY, LOOP_KEY, REFERENCE_DECODE_CHUNK, RESIZE_MODES, STORAGE_ONLY, ModelHandle, conditioning_errors,
     empty_latent, fit_image, fps_to_fps_id, frames_to_image, image_to_bchw, latent_to_video, latent_video_indices,
-    match_batches, parse_dtype, preview_grid, repeat_videos, sampler_errors, video_noise, video_to_latent,
+    match_batches, parse_dtype, preview_grid, repeat_videos, sampler_errors, video_generator_seeds, video_noise,
+    video_noises, video_to_latent,
 )
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,14 @@ class StableVideoConditioning(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the augmentation noise (drawn on the CPU: same on every device). Image i of a "
                                      "batch uses seed + i, so it gets what it would get alone with that seed."),
+                io.Image.Input("end_image", optional=True,
+                               tooltip="Optional last frames (1 or B images): the videos end on them "
+                                       "(ViBiDSampler, bidirectional sampling; twice the UNet work per step). "
+                                       "An image of another size is fitted like the start image."),
+                io.Boolean.Input("loop", default=False, optional=True,
+                                 tooltip="A seamless loop: the start image at both ends; the decoder drops the "
+                                         "second copy, so the video plays round without a repeated frame "
+                                         "(frames - 1 frames). Not with end_image."),
             ],
             outputs=[
                 SVDConditioning.Output(display_name="positive", tooltip="Conditioning on the images."),
@@ -213,11 +222,16 @@ class StableVideoConditioning(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip_vision: ModelHandle, vae: ModelHandle, image: torch.Tensor, width: int, height: int,
-                resize_mode: str, fps: int, motion_bucket_id: int, cond_aug: float, seed: int) -> io.NodeOutput:
+                resize_mode: str, fps: int, motion_bucket_id: int, cond_aug: float, seed: int,
+                end_image: torch.Tensor | None = None, loop: bool = False) -> io.NodeOutput:
         _raise_if(conditioning_errors(width, height, fps, motion_bucket_id, cond_aug))
+        if loop and end_image is not None:
+            raise ValueError("loop and end_image exclude each other: a loop ends on its own start image; "
+                             "disconnect end_image or turn loop off")
         pixels = fit_image(image_to_bchw(image), width, height, resize_mode)  # (B, 3, H, W)
-        aug_noise = video_noise(tuple(pixels.shape[1:]), seed, list(range(pixels.shape[0])))  # image i: seed + i
         b, _, h, w = pixels.shape
+        # image i: its own generator seeded seed + i, drawing the start image's noise, then the end image's
+        aug_noise, end_noise = video_noises(tuple(pixels.shape[1:]), seed, list(range(b)), draws=2)
         cfg = clip_vision.config
         need = max(memory.image_encoder_bytes(cfg.image_encoder, b, h, w, compute_dtype(clip_vision.module)),
                    memory.vae_encoder_bytes(cfg.vae, b, h, w, compute_dtype(vae.module)))
@@ -226,6 +240,14 @@ class StableVideoConditioning(io.ComfyNode):
             clip_vision.module, vae.module, pixels,
             fps_id=fps_to_fps_id(fps), motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, aug_noise=aug_noise,
         )
+        if end_image is not None or loop:
+            last = pixels if loop else fit_image(image_to_bchw(end_image, "end_image"), width, height, resize_mode)
+            if last.shape[0] not in (1, b):
+                raise ValueError(f"end_image holds {last.shape[0]} images for {b} start images: give 1 or {b}")
+            keyframes = svd_core.encode_keyframes(
+                clip_vision.module, vae.module, pixels, repeat_videos(last, b), fps_id=fps_to_fps_id(fps),
+                motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, end_aug_noise=end_noise, loop=bool(loop))
+            positive = replace(positive, keyframes=keyframes)
         out = mm.intermediate_device()
         return io.NodeOutput(positive.to(device=out), negative.to(device=out))
 
@@ -327,6 +349,12 @@ class StableVideoSampler(io.ComfyNode):
                 sigma_max: float, rho: float, denoise: float) -> io.NodeOutput:
         _raise_if(sampler_errors(steps, min_cfg, max_cfg, sigma_min, sigma_max, rho, denoise))
         start = latent_to_video(latent, "latent")  # (L, T, 4, h, w), ComfyUI latent space
+        keyframed = getattr(positive, "keyframes", None) is not None
+        if keyframed and denoise < 1.0:
+            raise ValueError(f"denoise is {denoise}, but a positive with an end_image or loop samples from pure noise: "
+                             "set denoise to 1")
+        if keyframed and start.shape[1] < 2:
+            raise ValueError(f"latent has {start.shape[1]} frame(s); a video between two keyframes needs at least 2")
         n = match_batches(positive.batch_size, start.shape[0])
         if positive.concat.shape[-2:] != start.shape[-2:]:
             h, w = positive.concat.shape[-2:]
@@ -345,18 +373,32 @@ class StableVideoSampler(io.ComfyNode):
                                       compute_dtype(model.module), downscale=f)
         mm.load_models_gpu([model.patcher], memory_required=need)  # makes room: other models are offloaded first
         callback = _step_callback(model.patcher.load_device, steps)
-        z = svd_core.sample_video(
-            model.module, positive, negative, noise, num_steps=steps, min_cfg=min_cfg, max_cfg=max_cfg,
-            guidance=guidance, sampler=sampler, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
-            denoise=denoise, latent=start, generator=torch.Generator().manual_seed(seed % 2**64), callback=callback,
-        )
+        if keyframed:  # ViBiDSampler with its CFG++ defaults; min/max_cfg, guidance and sampler do not apply
+            generators = [torch.Generator().manual_seed(s_i) for s_i in video_generator_seeds(seed, indices)]
+            for g, shape in zip(generators, [tuple(start.shape[1:])] * n):
+                torch.randn(shape, generator=g)  # the initial noise was drawn from these seeds: skip past it
+            z = svd_core.sample_keyframes(
+                model.module, positive, negative, positive.keyframes, noise, num_steps=steps,
+                sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, generators=generators, callback=callback)
+        else:
+            z = svd_core.sample_video(
+                model.module, positive, negative, noise, num_steps=steps, min_cfg=min_cfg, max_cfg=max_cfg,
+                guidance=guidance, sampler=sampler, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
+                denoise=denoise, latent=start, generator=torch.Generator().manual_seed(seed % 2**64), callback=callback,
+            )
         out = video_to_latent((z / scale).to(mm.intermediate_device()), like=latent)
+        if keyframed and positive.keyframes.loop:
+            out[LOOP_KEY] = True  # the decoder drops each video's last frame (a second copy of the first)
         return io.NodeOutput(out)
 
 
 def _repeat_cond(cond: Any, n: int) -> Any:
     """A conditioning for one image, repeated for n videos (or the same one when it already has n)."""
-    return replace(cond, **{f.name: repeat_videos(getattr(cond, f.name), n) for f in fields(cond)})
+    if cond.batch_size == n:
+        return cond
+    if cond.batch_size != 1:
+        raise ValueError(f"cannot repeat a conditioning of {cond.batch_size} images to {n} videos")
+    return cond.select([0] * n)
 
 
 def _step_callback(device: torch.device, steps: int) -> Any:
@@ -404,6 +446,8 @@ class StableVideoDecode(io.ComfyNode):
         need = memory.decode_bytes(vae.config.vae, chunk, z.shape[-2] * f, z.shape[-1] * f, compute_dtype(vae.module))
         mm.load_models_gpu([vae.patcher], memory_required=need)  # e.g. the UNet is offloaded first if needed
         frames = svd_core.decode_latents(vae.module, z, decode_chunk_size=chunk)
+        if latent.get(LOOP_KEY):  # a seamless loop: its last frame is its first again
+            frames = frames[:, :-1]
         return io.NodeOutput(frames_to_image(frames).to(mm.intermediate_device()))
 
 

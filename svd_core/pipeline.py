@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from einops import rearrange, repeat
@@ -38,26 +39,36 @@ StepCallback = Callable[[int, int, Tensor], None]
 
 @dataclass(frozen=True)
 class Conditioning:
-    """What the UNet is conditioned on, one entry per video (repeated over frames only inside sampling)."""
+    """What the UNet is conditioned on, one entry per video (repeated over frames only inside sampling).
+
+    `keyframes` (keyframes.Keyframes), when set on a positive conditioning, asks for a video that ends on
+    a given last frame (or loops): the sampler then runs the bidirectional keyframe sampler."""
 
     crossattn: Tensor  # (B, 1, context_dim): the CLIP image embedding, one context token
     concat: Tensor  # (B, latent_channels, h, w): the VAE latent of the noised conditioning frame
     vector: Tensor  # (B, 3): fps_id, motion_bucket_id, cond_aug, embedded at the UNet's width when sampling
+    keyframes: Any = None
+
+    TENSORS: ClassVar[tuple[str, ...]] = ("crossattn", "concat", "vector")
 
     @property
     def batch_size(self) -> int:
         return int(self.crossattn.shape[0])
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Conditioning":
-        return Conditioning(**{f.name: getattr(self, f.name).to(device=device, dtype=dtype) for f in fields(self)})
+        moved = {k: getattr(self, k).to(device=device, dtype=dtype) for k in self.TENSORS}
+        keyframes = self.keyframes.to(device) if self.keyframes is not None else None
+        return Conditioning(**moved, keyframes=keyframes)
 
     def select(self, index: list[int]) -> "Conditioning":
         """The conditioning of the videos `index` (an index may repeat)."""
-        return Conditioning(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        keyframes = self.keyframes.select(index) if self.keyframes is not None else None
+        return Conditioning(**{k: getattr(self, k)[index] for k in self.TENSORS}, keyframes=keyframes)
 
     @staticmethod
     def cat(items: list["Conditioning"]) -> "Conditioning":
-        return Conditioning(**{f.name: torch.cat([getattr(c, f.name) for c in items]) for f in fields(Conditioning)})
+        """The tensors of several conditionings stacked (their keyframes are not carried over)."""
+        return Conditioning(**{k: torch.cat([getattr(c, k) for c in items]) for k in Conditioning.TENSORS})
 
 
 def _module_device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:

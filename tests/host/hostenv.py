@@ -16,7 +16,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "example_workflows"
-WORKFLOW_NAMES = ("image_to_video", "text_to_image_to_video", "batch_of_images")
+WORKFLOW_NAMES = ("image_to_video", "text_to_image_to_video", "batch_of_images", "first_last_frame", "seamless_loop",
+                  "long_video")
 COMFY = Path(os.environ.get("COMFYUI_PATH", "~/ComfyUI")).expanduser()
 HAVE_COMFY = (COMFY / "main.py").is_file() and (COMFY / "nodes.py").is_file()
 SKIP_REASON = f"ComfyUI not found at {COMFY} (set COMFYUI_PATH to a ComfyUI checkout to run the host tests)"
@@ -172,6 +173,8 @@ def shrink(prompt: dict[str, Any], prefix: str) -> tuple[dict[str, Any], int]:
                 i["frames"] = FRAMES
         elif t == "StableVideoSampler":
             i["steps"] = 2
+        elif t == "StableVideoExtend":
+            i["frames"], i["overlap"], i["steps"] = FRAMES, 1, 2
         elif t == "KSampler":
             i["steps"] = 1
         elif t == "ImageFromBatch":
@@ -179,7 +182,20 @@ def shrink(prompt: dict[str, Any], prefix: str) -> tuple[dict[str, Any], int]:
             i["length"] = FRAMES
         elif t in ("SaveAnimatedWEBP", "SaveWEBM"):
             i["filename_prefix"] = f"{prefix}/{i['filename_prefix'].replace('/', '_')}"
-    return p, FRAMES
+    return p, written_frames(p)
+
+
+def written_frames(prompt: dict[str, Any]) -> int:
+    """Frames each save node of a shrunk workflow writes: FRAMES, one fewer for a loop, and for every
+    extension its clips' new frames."""
+    n = FRAMES
+    for node in prompt.values():
+        t, i = node["class_type"], node["inputs"]
+        if t == "StableVideoConditioning" and i.get("loop"):
+            n -= 1
+        if t == "StableVideoExtend":
+            n += i["clips"] * (i["frames"] - i["overlap"])
+    return n
 
 
 def save_nodes(prompt: dict[str, Any]) -> list[str]:
@@ -289,8 +305,10 @@ def api_to_ui(api: dict[str, Any], node_classes: dict[str, Any], title: str) -> 
                 elif not is_widget:
                     slots.append({"name": name, "type": kind, "link": None})
         values: list[Any] = []
+        specs = {**types.get("required", {}), **types.get("optional", {})}
         for name, control in widget_names(types):
-            values.append(node["inputs"].get(name))
+            default = specs[name][1].get("default") if len(specs[name]) > 1 else None
+            values.append(node["inputs"].get(name, default))
             if control:
                 values.append("fixed")
         if node["class_type"] == "LoadImage":
@@ -310,11 +328,11 @@ def api_to_ui(api: dict[str, Any], node_classes: dict[str, Any], title: str) -> 
     }
 
 
-if __name__ == "__main__":  # python3 tests/host/hostenv.py: (re)write the UI-format example workflows
+if __name__ == "__main__":  # python3 tests/host/hostenv.py [NAME ...]: (re)write UI-format example workflows
     import tempfile
 
     sys.path.insert(0, str(REPO / "tests"))
     comfy_nodes = start_inprocess_host(Path(tempfile.mkdtemp()))
-    for wf_name in WORKFLOW_NAMES:
+    for wf_name in sys.argv[1:] or WORKFLOW_NAMES:
         ui_wf = api_to_ui(load_api(wf_name), comfy_nodes.NODE_CLASS_MAPPINGS, wf_name)
         (WORKFLOWS / f"{wf_name}.json").write_text(json.dumps(ui_wf, indent=2) + "\n")

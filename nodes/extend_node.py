@@ -1,0 +1,131 @@
+"""StableVideoExtend: continue a video by more clips (svd_core.extend), as a ComfyUI V3 node."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+import comfy.model_management as mm
+from comfy_api.latest import io
+
+import svd_core
+from svd_core import memory
+from svd_core.checks import LIMITS, MAX_FRAMES, check_size
+from svd_core.extend import DEFAULT_OVERLAP
+from svd_core.layers import compute_dtype
+
+from .adapters import (
+    FRAMES_KEY, REFERENCE_DECODE_CHUNK, ModelHandle, conditioning_errors, fps_to_fps_id, frames_to_image,
+    image_to_bchw, latent_to_video, sampler_errors,
+)
+from .svd_nodes import _REF, CATEGORY, SVDClipVision, SVDModel, SVDVae, _raise_if, _step_callback
+
+log = logging.getLogger(__name__)
+MAX_CLIPS = 64
+
+
+class StableVideoExtend(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="StableVideoExtend",
+            display_name="Stable Video Extend (exact)",
+            category=CATEGORY,
+            description="Continues a video by more clips. Each clip is conditioned on the video's last frame and "
+                        "its first `overlap` latent frames are held to the video's last ones at every step, so the "
+                        "motion carries across the seam; those frames are not repeated in the output. Returns the "
+                        "whole video: the given frames, then the new ones.",
+            inputs=[
+                SVDModel.Input("model", tooltip="Video UNet from the Stable Video checkpoint loader."),
+                SVDClipVision.Input("clip_vision", tooltip="Image encoder from the Stable Video checkpoint loader."),
+                SVDVae.Input("vae", tooltip="VAE from the Stable Video checkpoint loader."),
+                io.Image.Input("images", optional=True,
+                               tooltip="The video so far, its frames (video after video when `latent` says how "
+                                       "many frames each has). Give images, a latent, or both."),
+                io.Latent.Input("latent", optional=True,
+                                tooltip="The video's LATENT from the Stable Video Sampler: its last latents are held "
+                                        "exactly (without it the frames are VAE-encoded). Decoded when no images "
+                                        "are given."),
+                io.Int.Input("frames", default=_REF.num_frames, min=2, max=MAX_FRAMES,
+                             tooltip="Frames per new clip, the overlap included (SVD-XT: 25)."),
+                io.Int.Input("overlap", default=DEFAULT_OVERLAP, min=1, max=MAX_FRAMES - 1,
+                             tooltip="Latent frames each clip shares with what precedes it: held to the video's "
+                                     "last ones, then dropped. Must be smaller than frames."),
+                io.Int.Input("clips", default=1, min=1, max=MAX_CLIPS,
+                             tooltip="How many clips to add, one after the other."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed; video i of a batch uses seed + i."),
+                io.Int.Input("steps", default=_REF.num_steps, min=int(LIMITS["steps"][0]), max=int(LIMITS["steps"][1]),
+                             tooltip="Sampling steps per clip (reference: 30 for SVD-XT)."),
+                io.Float.Input("min_cfg", default=_REF.min_cfg, min=LIMITS["min_cfg"][0], max=LIMITS["min_cfg"][1],
+                               step=0.05, tooltip="Guidance scale of each clip's first frame."),
+                io.Float.Input("max_cfg", default=_REF.max_cfg, min=LIMITS["max_cfg"][0], max=LIMITS["max_cfg"][1],
+                               step=0.05, tooltip="Guidance scale of each clip's last frame."),
+                io.Int.Input("fps", default=_REF.fps_id + 1, min=int(LIMITS["fps"][0]), max=int(LIMITS["fps"][1]),
+                             tooltip="Frames per second (the model sees fps - 1); keep the first clip's."),
+                io.Int.Input("motion_bucket_id", default=_REF.motion_bucket_id, min=int(LIMITS["motion_bucket_id"][0]),
+                             max=int(LIMITS["motion_bucket_id"][1]), tooltip="Amount of motion; keep the first clip's."),
+                io.Float.Input("cond_aug", default=_REF.cond_aug, min=LIMITS["cond_aug"][0], max=LIMITS["cond_aug"][1],
+                               step=0.001, tooltip="Noise added to each clip's conditioning frame (reference 0.02)."),
+                io.Boolean.Input("color_anchor", default=True,
+                                 tooltip="Match each new clip's colour statistics (per channel mean and deviation) "
+                                         "to the given video's, against drift over many clips."),
+                io.Int.Input("frames_per_chunk", default=0, min=0, max=MAX_FRAMES,
+                             tooltip=f"Frames decoded together; 0 = the reference's {REFERENCE_DECODE_CHUNK}."),
+            ],
+            outputs=[io.Image.Output(display_name="images", tooltip="The whole video: given frames, then new ones.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, frames: int | None = None, overlap: int | None = None) -> bool | str:
+        if frames is not None and overlap is not None and overlap >= frames:
+            return f"overlap must be smaller than frames, got overlap {overlap} with frames {frames}"
+        return True
+
+    @classmethod
+    def execute(cls, model: ModelHandle, clip_vision: ModelHandle, vae: ModelHandle, frames: int, overlap: int,
+                clips: int, seed: int, steps: int, min_cfg: float, max_cfg: float, fps: int, motion_bucket_id: int,
+                cond_aug: float, color_anchor: bool, frames_per_chunk: int, images: torch.Tensor | None = None,
+                latent: dict[str, Any] | None = None) -> io.NodeOutput:
+        s = model.config.sampling
+        _raise_if(sampler_errors(steps, min_cfg, max_cfg, s.sigma_min, s.sigma_max, s.rho, 1.0))
+        if overlap >= frames:
+            raise ValueError(f"overlap must be smaller than frames, got overlap {overlap} with frames {frames}")
+        if images is None and latent is None:
+            raise ValueError("images and latent are both missing: connect the video to extend to either")
+        scale = model.config.vae.scale_factor
+        z = latent_to_video(latent, "latent") if latent is not None else None  # (B, T, 4, h, w), VAE latent space
+        chunk = svd_core.decode_chunk(frames_per_chunk or None, frames)
+        if images is not None:
+            pixels = image_to_bchw(images, "images")  # (N, 3, H, W)
+            per_video = int(latent[FRAMES_KEY]) if latent is not None else pixels.shape[0]
+            if pixels.shape[0] % per_video:
+                raise ValueError(f"images holds {pixels.shape[0]} frames, not a whole number of the latent's "
+                                 f"{per_video}-frame videos")
+            video = pixels.reshape(-1, per_video, *pixels.shape[1:])
+        else:
+            assert z is not None
+            mm.load_models_gpu([vae.patcher])
+            video = svd_core.decode_latents(vae.module, z * scale, decode_chunk_size=min(REFERENCE_DECODE_CHUNK, z.shape[1]))
+        b, t, _, height, width = video.shape
+        _raise_if([e for e in (check_size("width", width), check_size("height", height)) if e]
+                  + conditioning_errors(width, height, fps, motion_bucket_id, cond_aug))
+        if overlap > t:
+            raise ValueError(f"overlap is {overlap} frames but the video has only {t}")
+        if z is not None and (z.shape[0] != b or z.shape[-2:] != (height // 8, width // 8)):
+            raise ValueError(f"latent holds {z.shape[0]} video(s) of {z.shape[-1] * 8}x{z.shape[-2] * 8}, the images "
+                             f"{b} of {width}x{height}: connect the latent that made these images")
+        need = max(memory.unet_step_bytes(model.config.unet, b, frames, height, width, compute_dtype(model.module)),
+                   memory.decode_bytes(model.config.vae, chunk, height, width, compute_dtype(vae.module)))
+        mm.load_models_gpu([model.patcher, clip_vision.patcher, vae.patcher], memory_required=need)
+        parts = svd_core.SVDModels(model.module, clip_vision.module, vae.module, model.config)
+        out = svd_core.extend(
+            parts, video, num_frames=frames, overlap=overlap, num_clips=clips, num_steps=steps, fps_id=fps_to_fps_id(fps),
+            motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, min_cfg=min_cfg, max_cfg=max_cfg, seed=seed,
+            color_anchor=color_anchor, video_latents=None if z is None else z * scale, decode_chunk_size=chunk,
+            callback=_step_callback(model.patcher.load_device, steps * clips))
+        return io.NodeOutput(frames_to_image(out).to(mm.intermediate_device()))
+
+
+EXTEND_NODES: list[type[io.ComfyNode]] = [StableVideoExtend]
