@@ -20,6 +20,7 @@ from .guidance import GUIDANCE_SCHEDULES
 from .image_ops import RESIZE_MODES, fit_image
 from .load import CheckpointError, load_models
 from .generate import generate
+from .keyframes import VIBID_STEPS
 from .pipeline import SAMPLER_NAMES
 
 log = logging.getLogger("svd_core")
@@ -34,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="turn one image into a video file")
     g.add_argument("--checkpoint", required=True, type=Path, help="svd_xt_1_1.safetensors (or svd_xt / svd), or a diffusers folder")
     g.add_argument("--image", required=True, type=Path, help="input image (any format Pillow reads)")
+    g.add_argument("--end-image", type=Path, default=None,
+                   help="last frame: the video ends on it (ViBiDSampler; fitted like --image)")
+    g.add_argument("--loop", action="store_true", help="a seamless loop: the image at both ends, no frame repeated")
     g.add_argument("--output", required=True, type=Path, help="out.webp, out.gif, out.png (animated PNG, lossless) or out.mp4 (MP4 needs PyAV)")
     g.add_argument("--width", type=int, default=None, help="output width, a multiple of 64 (default: the preset's, 1024)")
     g.add_argument("--height", type=int, default=None, help="output height, a multiple of 64 (default: the preset's, 576)")
@@ -146,6 +150,12 @@ def run_generate(args: argparse.Namespace) -> int:
     if not args.image.exists():
         log.error("input image '%s' does not exist", args.image)
         return 2
+    if args.end_image is not None and not args.end_image.exists():
+        log.error("--end-image '%s' does not exist", args.end_image)
+        return 2
+    if args.end_image is not None and args.loop:
+        log.error("--end-image and --loop exclude each other: a loop ends on its own first frame")
+        return 2
     errors = option_errors(args)
     if errors:
         for e in errors:
@@ -169,7 +179,8 @@ def run_generate(args: argparse.Namespace) -> int:
     s = models.config.sampling
     width, height = args.width or s.width, args.height or s.height
     image = fit_image(load_image(args.image), width, height, args.resize)
-    steps = args.steps or s.num_steps
+    end_image = None if args.end_image is None else fit_image(load_image(args.end_image), width, height, args.resize)
+    steps = args.steps or (VIBID_STEPS if (args.end_image is not None or args.loop) else s.num_steps)
     log.info("%s: %dx%d, %s frames, %d steps, seed %d", models.config.name, width, height, args.frames or s.num_frames, steps, args.seed)
     fps = args.fps if args.fps is not None else s.fps_id + 1
     video = generate(
@@ -177,6 +188,7 @@ def run_generate(args: argparse.Namespace) -> int:
         fps_id=fps - 1 if args.fps_id is None else args.fps_id,
         motion_bucket_id=args.motion_bucket_id, cond_aug=args.cond_aug, min_cfg=args.min_cfg, max_cfg=args.max_cfg,
         guidance=args.guidance, sampler=args.sampler, seed=args.seed, decode_chunk_size=args.decode_chunk_size,
+        end_image=end_image, loop=args.loop,
         callback=ProgressBar(steps, enabled=not args.quiet),
     )
     write_video(video[0], args.output, fps)

@@ -97,3 +97,16 @@ def test_cli_video_is_generates_video_for_its_seed(inputs):
             frames.append(np.asarray(im.convert("RGB")))
     assert len(frames) == 3
     assert max(int(np.abs(f.astype(int) - e.astype(int)).max()) for f, e in zip(frames, expected)) <= 1
+
+
+def test_end_image_and_loop_from_the_command_line(inputs):
+    ckpt, img, d = inputs
+    common = ("--checkpoint", str(ckpt), "--image", str(img), "--width", "64", "--height", "64", "--frames", "4",
+              "--steps", "1", "--device", "cpu")
+    r = _run(*common, "--output", str(d / "kf.png"), "--end-image", str(img))
+    assert r.returncode == 0, r.stderr
+    r = _run(*common, "--output", str(d / "loop.png"), "--loop")
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stderr and "(3 frames)" in r.stderr  # the repeated first frame is dropped
+    r = _run(*common, "--output", str(d / "both.png"), "--loop", "--end-image", str(img))
+    assert r.returncode == 2 and "--end-image and --loop" in r.stderr
