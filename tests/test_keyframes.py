@@ -152,3 +152,28 @@ def test_overlap_of_num_frames_or_more_is_refused_naming_it(models: svd_core.SVD
     video = torch.rand(1, T, 3, H, W, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="overlap"):
         extend(models, video, num_frames=5, overlap=overlap, num_steps=1)
+
+
+def test_one_extend_step_equals_the_hand_computation(models: svd_core.SVDModels) -> None:
+    """One clip of one Euler step (sigma_0 -> 0): held frames set to held + sigma_0 * noise, the guided
+    estimate D, the Euler step to 0, the hook puts the held latents back; decode; drop the overlap."""
+    video = torch.rand(1, T, 3, H, W, generator=torch.Generator().manual_seed(12))
+    out = extend(models, video, num_frames=T, overlap=2, num_steps=1, seed=3, color_anchor=False)
+
+    g = torch.Generator().manual_seed(3)  # the video's generator: initial noise, then augmentation noise
+    noise = torch.randn((1, T, 4, H // 8, W // 8), generator=g)
+    aug = torch.randn((1, 3, H, W), generator=g)
+    held = rearrange(clean_latents(models.vae, video[0, -2:]), "(b t) c h w -> b t c h w", b=1)
+    pos, neg = encode_conditioning(models.image_encoder, models.vae, video[:, -1], fps_id=6, motion_bucket_id=127,
+                                   cond_aug=0.02, aug_noise=aug)
+    s = models.config.sampling
+    sigma0 = karras_sigmas(1, sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho)[0]
+    x = noise * initial_noise_scale(sigma0)
+    x[:, :2] = held + sigma0 * noise[:, :2]
+    guided = guided_denoiser(models.unet, pos, neg, T, svd_core.guidance_scales("linear", T, s.min_cfg, s.max_cfg))
+    with torch.inference_mode():
+        d = rearrange(guided(rearrange(x, "b t c h w -> (b t) c h w"), sigma0.expand(T)), "(b t) c h w -> b t c h w", b=1)
+    z = x + (x - d) / sigma0 * (0.0 - sigma0)  # EDM Algorithm 2 line 8 as written (= D up to rounding at 700)
+    z[:, :2] = held  # at sigma 0 the held frames are exactly the video's latents
+    new = decode_latents(models.vae, z, decode_chunk_size=T)[:, 2:]
+    torch.testing.assert_close(out[:, T:], new, rtol=0, atol=1e-5)
