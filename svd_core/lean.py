@@ -159,12 +159,17 @@ def layer_norm32(norm: nn.Module, x: Tensor) -> Tensor:
     return F.layer_norm(x.float(), shape, w, b, _eps(norm)).to(x.dtype)
 
 
+def _merge_dtype(device: torch.device) -> torch.dtype:
+    """float64 where the device has it; Apple's MPS and Intel's XPU GPUs have no (fast) float64."""
+    return torch.float32 if device.type in ("mps", "xpu") else torch.float64
+
+
 class GroupStats:
     """Mean and reciprocal std of each (video, group) of a (B, C, T, H, W) clip, gathered piece by piece.
 
-    Each piece gives its count, mean and M2 (float32, torch.var_mean); pieces are merged in float64 with
-    Chan, Golub and LeVeque's pairwise update (1979): n = na + nb, d = mb - ma, m = ma + d nb / n,
-    M2 = M2a + M2b + d^2 na nb / n. The variance is biased (M2 / n), as GroupNorm's.
+    Each piece gives its count, mean and M2 (float32, torch.var_mean); pieces are merged in float64 (float32
+    on MPS / XPU) with Chan, Golub and LeVeque's pairwise update (1979): n = na + nb, d = mb - ma,
+    m = ma + d nb / n, M2 = M2a + M2b + d^2 na nb / n. The variance is biased (M2 / n), as GroupNorm's.
     """
 
     def __init__(self, num_groups: int) -> None:
@@ -178,7 +183,8 @@ class GroupStats:
         x = piece.float().unflatten(1, (self.num_groups, -1))  # (B, G, C/G, T, h, W)
         var, mean = torch.var_mean(x, dim=(2, 3, 4, 5), correction=0)
         n = x[0, 0].numel()
-        var, mean = var.double(), mean.double()
+        acc = _merge_dtype(x.device)
+        var, mean = var.to(acc), mean.to(acc)
         if self.mean is None or self.m2 is None:
             self.count, self.mean, self.m2 = n, mean, var * n
             return
@@ -195,7 +201,7 @@ class GroupStats:
         if self.mean is None or self.m2 is None:
             raise RuntimeError("GroupStats.normalize before any piece was added")
         b, c = piece.shape[:2]
-        rstd = torch.rsqrt(self.m2 / self.count + _eps(norm))  # (B, G) float64
+        rstd = torch.rsqrt(self.m2 / self.count + _eps(norm))  # (B, G), float64 where available
         mean = self.mean
         per_channel = c // self.num_groups
         rstd_c = rstd.repeat_interleave(per_channel, dim=1).to(device=piece.device, dtype=torch.float32)  # (B, C)
