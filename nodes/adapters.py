@@ -30,7 +30,7 @@ from svd_core.pipeline import video_seeds
 from svd_core.vae import VAEConfig
 
 __all__ = [
-    "DTYPE_CHOICES", "STORAGE_ONLY", "FRAMES_KEY", "LOOP_KEY", "LATENT_CHANNELS", "LATENT_DOWNSCALE", "REFERENCE_DECODE_CHUNK",
+    "DTYPE_CHOICES", "STORAGE_ONLY", "FPS_KEY", "FRAMES_KEY", "LOOP_KEY", "fps_of", "latent_fps", "LATENT_CHANNELS", "LATENT_DOWNSCALE", "REFERENCE_DECODE_CHUNK",
     "RESIZE_MODES", "SIZE_MULTIPLE", "ModelHandle", "check_size", "conditioning_errors",
     "empty_latent", "fit_image", "fps_to_fps_id", "frames_to_image", "image_to_bchw",
     "latent_to_video", "latent_video_indices", "make_noise", "match_batches", "parse_dtype", "preview_grid",
@@ -46,6 +46,8 @@ REFERENCE_DECODE_CHUNK = SamplingConfig().decode_chunk_size
 FRAMES_KEY = "svd_frames"
 # Extra key of the LATENT dict of a seamless loop: the decoder drops each video's last frame.
 LOOP_KEY = "svd_loop"
+# Extra key of the LATENT dict: the frame rate its videos were conditioned on (fps_id + 1).
+FPS_KEY = "svd_fps"
 
 DTYPE_CHOICES: tuple[str, ...] = ("auto", "fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2")
 _DTYPES = DTYPES
@@ -68,6 +70,16 @@ class ModelHandle:
 
 
 # --- input checks: each message names the input, the value and what was expected -----------------
+
+def fps_of(conditioning: Any) -> int:
+    """The frame rate a conditioning asks for: its fps_id (vector[:, 0], the same for the batch) + 1."""
+    return int(round(float(conditioning.vector[0, 0]))) + 1
+
+
+def latent_fps(latent: dict[str, Any]) -> int:
+    """The frame rate a LATENT carries, else the reference's fps_id + 1 = 7."""
+    return int(latent.get(FPS_KEY, SamplingConfig().fps_id + 1))
+
 
 def fps_to_fps_id(fps: int) -> int:
     """The model's fps conditioning is fps_id = fps - 1: the reference's simple_video_sample.py

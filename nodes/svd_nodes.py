@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ import comfy.ops
 import comfy.utils
 import folder_paths
 import latent_preview
-from comfy_api.latest import io
+from comfy_api.latest import InputImpl, Types, io
 
 import svd_core
 from svd_core.checks import LIMITS, MAX_FRAMES, MAX_SIDE
@@ -30,8 +31,8 @@ from svd_core import memory
 from svd_core.layers import compute_dtype, set_execution
 
 from .adapters import (
-    DTYPE_CHOICES, FRAMES_KEY, LOOP_KEY, REFERENCE_DECODE_CHUNK, RESIZE_MODES, STORAGE_ONLY, ModelHandle, conditioning_errors,
-    empty_latent, fit_image, fps_to_fps_id, frames_to_image, image_to_bchw, latent_to_video, latent_video_indices,
+    DTYPE_CHOICES, FPS_KEY, FRAMES_KEY, LOOP_KEY, REFERENCE_DECODE_CHUNK, RESIZE_MODES, STORAGE_ONLY, ModelHandle, conditioning_errors,
+    empty_latent, fit_image, fps_of, fps_to_fps_id, latent_fps, frames_to_image, image_to_bchw, latent_to_video, latent_video_indices,
     match_batches, parse_dtype, preview_grid, repeat_videos, sampler_errors, video_generator_seeds, video_noise,
     video_noises, video_to_latent,
 )
@@ -387,9 +388,15 @@ class StableVideoSampler(io.ComfyNode):
                 denoise=denoise, latent=start, generator=torch.Generator().manual_seed(seed % 2**64), callback=callback,
             )
         out = video_to_latent((z / scale).to(mm.intermediate_device()), like=latent)
+        out[FPS_KEY] = fps_of(positive)  # the frame rate the videos were conditioned on, for the decoder's VIDEO
         if keyframed and positive.keyframes.loop:
             out[LOOP_KEY] = True  # the decoder drops each video's last frame (a second copy of the first)
         return io.NodeOutput(out)
+
+
+def _video(images: torch.Tensor, fps: float) -> Any:
+    """A core VIDEO of the frames (N, H, W, 3) at `fps` (comfy_api's VideoFromComponents)."""
+    return InputImpl.VideoFromComponents(Types.VideoComponents(images=images, audio=None, frame_rate=Fraction(fps)))
 
 
 def _repeat_cond(cond: Any, n: int) -> Any:
@@ -435,7 +442,10 @@ class StableVideoDecode(io.ComfyNode):
                                      f"{REFERENCE_DECODE_CHUNK}. Fixed, never chosen from free memory: "
                                      "another value gives (slightly) different frames."),
             ],
-            outputs=[io.Image.Output(display_name="images", tooltip="Frames [B*T, H, W, 3], video after video.")],
+            outputs=[io.Image.Output(display_name="images", tooltip="Frames [B*T, H, W, 3], video after video."),
+                     io.Video.Output(display_name="video",
+                                     tooltip="The same frames as a VIDEO at the conditioning's fps (carried in the "
+                                             "LATENT), for core's SaveVideo; a batch's videos play one after another.")],
         )
 
     @classmethod
@@ -448,7 +458,8 @@ class StableVideoDecode(io.ComfyNode):
         frames = svd_core.decode_latents(vae.module, z, decode_chunk_size=chunk)
         if latent.get(LOOP_KEY):  # a seamless loop: its last frame is its first again
             frames = frames[:, :-1]
-        return io.NodeOutput(frames_to_image(frames).to(mm.intermediate_device()))
+        images = frames_to_image(frames).to(mm.intermediate_device())
+        return io.NodeOutput(images, _video(images, latent_fps(latent)))
 
 
 NODES: list[type[io.ComfyNode]] = [

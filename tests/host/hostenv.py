@@ -180,7 +180,7 @@ def shrink(prompt: dict[str, Any], prefix: str) -> tuple[dict[str, Any], int]:
         elif t == "ImageFromBatch":
             i["batch_index"] = (i["batch_index"] // i["length"]) * FRAMES
             i["length"] = FRAMES
-        elif t in ("SaveAnimatedWEBP", "SaveWEBM"):
+        elif t in ("SaveAnimatedWEBP", "SaveWEBM", "SaveVideo"):
             i["filename_prefix"] = f"{prefix}/{i['filename_prefix'].replace('/', '_')}"
     return p, written_frames(p)
 
@@ -199,10 +199,15 @@ def written_frames(prompt: dict[str, Any]) -> int:
 
 
 def save_nodes(prompt: dict[str, Any]) -> list[str]:
-    return [k for k, v in prompt.items() if v["class_type"] in ("SaveAnimatedWEBP", "SaveWEBM")]
+    return [k for k, v in prompt.items() if v["class_type"] in ("SaveAnimatedWEBP", "SaveWEBM", "SaveVideo")]
 
 
 def count_frames(path: Path) -> int:
+    if path.suffix == ".mp4":
+        import av
+
+        with av.open(str(path)) as container:
+            return sum(1 for _ in container.decode(video=0))
     from PIL import Image
 
     with Image.open(path) as im:
@@ -212,7 +217,7 @@ def count_frames(path: Path) -> int:
 def written_files(outputs: dict[str, Any], output_dir: Path) -> list[Path]:
     files = []
     for node_out in outputs.values():
-        for item in node_out.get("images", []):
+        for item in node_out.get("images", []) + node_out.get("videos", []):
             files.append(output_dir / item.get("subfolder", "") / item["filename"])
     return files
 

@@ -54,7 +54,7 @@ def test_pack_registers_six_nodes_with_tooltips(comfy_nodes: Any) -> None:
     assert returns == {
         "StableVideoCheckpointLoader": ["SVD_MODEL", "SVD_CLIP_VISION", "SVD_VAE"],
         "StableVideoConditioning": ["SVD_CONDITIONING", "SVD_CONDITIONING"],
-        "StableVideoEmptyLatent": ["LATENT"], "StableVideoSampler": ["LATENT"], "StableVideoDecode": ["IMAGE"],
+        "StableVideoEmptyLatent": ["LATENT"], "StableVideoSampler": ["LATENT"], "StableVideoDecode": ["IMAGE", "VIDEO"],
         "StableVideoExtend": ["IMAGE"]}
 
 

@@ -27,7 +27,7 @@ def _start(comfy_nodes: Any, **cond: Any) -> tuple[Any, ...]:
     (z,) = n["StableVideoSampler"].execute(
         model=model, positive=pos, negative=neg, latent=latent, seed=0, steps=2, min_cfg=1.5, max_cfg=3.0,
         guidance="linear", sampler="euler", sigma_min=0.002, sigma_max=700.0, rho=7.0, denoise=1.0).result
-    (frames,) = n["StableVideoDecode"].execute(vae=vae, latent=z, frames_per_chunk=0).result
+    frames = n["StableVideoDecode"].execute(vae=vae, latent=z, frames_per_chunk=0).result[0]
     return model, clip, vae, pos, z, frames
 
 
@@ -71,3 +71,23 @@ def test_extend_from_images_or_from_the_latent(comfy_nodes: Any, assets: Path) -
     assert "overlap" in n["StableVideoExtend"].validate_inputs(frames=3, overlap=5)
     with pytest.raises(ValueError, match="images and latent"):
         n["StableVideoExtend"].execute(**common)
+
+
+def test_decode_returns_a_core_video_at_the_conditionings_fps(comfy_nodes: Any, assets: Path, tmp_path: Path) -> None:
+    n = comfy_nodes.NODE_CLASS_MAPPINGS
+    model, clip, vae = n["StableVideoCheckpointLoader"].execute(ckpt_name=hostenv.SVD_CKPT, weight_dtype="fp32").result
+    image = torch.rand(1, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(3))
+    pos, neg = n["StableVideoConditioning"].execute(
+        clip_vision=clip, vae=vae, image=image, width=SIZE, height=SIZE, resize_mode="crop", fps=12,
+        motion_bucket_id=127, cond_aug=0.02, seed=0).result
+    (latent,) = n["StableVideoEmptyLatent"].execute(width=SIZE, height=SIZE, frames=FRAMES, batch_size=1).result
+    (z,) = n["StableVideoSampler"].execute(
+        model=model, positive=pos, negative=neg, latent=latent, seed=0, steps=1, min_cfg=1.5, max_cfg=3.0,
+        guidance="linear", sampler="euler", sigma_min=0.002, sigma_max=700.0, rho=7.0, denoise=1.0).result
+    assert z["svd_fps"] == 12
+    images, video = n["StableVideoDecode"].execute(vae=vae, latent=z, frames_per_chunk=0).result
+    parts = video.get_components()
+    assert parts.frame_rate == 12 and torch.equal(parts.images, images)
+    out = tmp_path / "v.mp4"
+    video.save_to(str(out), format="mp4", codec="h264")  # what core's SaveVideo calls
+    assert hostenv.count_frames(out) == FRAMES

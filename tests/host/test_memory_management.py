@@ -32,7 +32,7 @@ def _video(comfy_nodes: Any, weight_dtype: str = "auto", seed: int = 0) -> tuple
     (z,) = nodes["StableVideoSampler"].execute(
         model=model, positive=pos, negative=neg, latent=latent, seed=seed, steps=2, min_cfg=1.5, max_cfg=3.0,
         guidance="linear", sampler="euler", sigma_min=0.002, sigma_max=700.0, rho=7.0, denoise=1.0).result
-    (frames,) = nodes["StableVideoDecode"].execute(vae=vae, latent=z, frames_per_chunk=0).result
+    frames = nodes["StableVideoDecode"].execute(vae=vae, latent=z, frames_per_chunk=0).result[0]
     return frames, model
 
 

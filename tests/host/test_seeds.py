@@ -37,7 +37,7 @@ def _videos(comfy_nodes: Any, images: torch.Tensor, cond_seed: int, sample_seed:
     (z,) = n["StableVideoSampler"].execute(
         model=model, positive=pos, negative=neg, latent=latent, seed=sample_seed, steps=2, min_cfg=1.5, max_cfg=3.0,
         guidance="linear", sampler="euler", sigma_min=0.002, sigma_max=700.0, rho=7.0, denoise=1.0).result
-    (frames,) = n["StableVideoDecode"].execute(vae=vae, latent=z, frames_per_chunk=0).result
+    frames = n["StableVideoDecode"].execute(vae=vae, latent=z, frames_per_chunk=0).result[0]
     return frames
 
 
