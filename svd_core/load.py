@@ -208,7 +208,27 @@ def _expected_shapes(config: SVDConfig) -> dict[str, dict[str, tuple[int, ...]]]
 
 # --- the two layouts ---------------------------------------------------------------------------
 
-def _single_file_sources(path: Path) -> dict[str, dict[str, _Tensor]]:
+# ComfyUI's own SVD files (ImageOnlyCheckpointSave): the UNet as ours, the first-stage VAE
+# (`first_stage_model.encoder/decoder`, no `conditioner.embedders.3`), and the image tower in ComfyUI's
+# clip-vision names (transformers' layout) under SVD_img2vid.clip_vision_prefix (comfy/supported_models.py),
+# or under `clip_vision.` in files other tools wrote.
+COMFY_CLIP_PREFIXES = ("conditioner.embedders.0.open_clip.model.visual.", "clip_vision.")
+IDENTITY = "IDENTITY"  # dtype marker of a tensor the loader makes itself (no file holds it)
+
+
+def _comfy_clip_prefix(header: Mapping[str, _Tensor]) -> str | None:
+    """The clip-vision prefix of a ComfyUI-saved SVD file, or None for another layout."""
+    if any(k.startswith("conditioner.embedders.3.") for k in header):
+        return None
+    for prefix in COMFY_CLIP_PREFIXES:
+        if prefix + "visual_projection.weight" in header or any(k.startswith(prefix + "vision_model.") for k in header):
+            return prefix
+    return None
+
+
+def _single_file_sources(path: Path) -> tuple[dict[str, dict[str, _Tensor]], str | None]:
+    """Our names -> the file's tensors, per part; and the clip-vision prefix when the file is ComfyUI's
+    own layout (its image tower is then keyed by the folder names, to be renamed when read)."""
     header = read_header(path)
     if not any(k.startswith("model.diffusion_model.") for k in header):
         raise CheckpointError(
@@ -221,6 +241,19 @@ def _single_file_sources(path: Path) -> dict[str, dict[str, _Tensor]]:
             "('model.diffusion_model.*.time_stack.*'); it looks like an image model (SD 1.x / SD 2.x / SDXL)"
         )
     sources: dict[str, dict[str, _Tensor]] = {p: {} for p in PARTS}
+    comfy = _comfy_clip_prefix(header)
+    if comfy is not None:
+        for key, t in header.items():
+            if key.startswith("model.diffusion_model."):
+                sources["unet"][key[len("model.diffusion_model."):]] = t
+            elif key.startswith(("first_stage_model.encoder.", "first_stage_model.decoder.")):
+                sources["vae"][key[len("first_stage_model."):]] = t
+            elif key.startswith(comfy):
+                sources["image_encoder"][key[len(comfy):]] = t  # folder names, renamed by the caller
+        if not any(k.startswith("encoder.") for k in sources["vae"]):
+            raise CheckpointError(f"checkpoint '{path}' is ComfyUI's SVD layout but has no 'first_stage_model.encoder.' "
+                                  "tensors (needed to encode the conditioning frame)")
+        return sources, comfy
     for key, t in header.items():
         hit = part_of(key)
         if hit is not None:
@@ -232,7 +265,15 @@ def _single_file_sources(path: Path) -> dict[str, dict[str, _Tensor]]:
                     f"checkpoint '{path}' is not a complete SVD checkpoint: no tensor starts with '{theirs}' "
                     f"(needed for the {part}); expected the official single-file layout of svd_xt_1_1.safetensors"
                 )
-    return sources
+    return sources, None
+
+
+def _identity_quant_conv(path: Path, encoder_out: _Tensor) -> dict[str, _Tensor]:
+    """A quant_conv that changes nothing (1x1 identity, zero bias): the VAE then encodes the conditioning
+    frame with the first-stage encoder alone, as ComfyUI's SVD_img2vid_Conditioning does."""
+    c = int(encoder_out.shape[0])
+    return {"quant_conv.weight": _Tensor(path, "quant_conv.weight", (c, c, 1, 1), IDENTITY),
+            "quant_conv.bias": _Tensor(path, "quant_conv.bias", (c,), IDENTITY)}
 
 
 def _safetensors_in(folder: Path) -> list[Path]:
@@ -312,11 +353,19 @@ def load_models(
             "is published by Stability AI on Hugging Face (stabilityai/stable-video-diffusion-img2vid-xt-1-1); "
             "in ComfyUI put it in ComfyUI/models/checkpoints/"
         )
+    comfy_prefix: str | None = None
     if path.is_dir():
         tensors = _diffusers_headers(path)
         renamed = _rename_meta(path, tensors)
     else:
-        renamed = _single_file_sources(path)
+        renamed, comfy_prefix = _single_file_sources(path)
+        if comfy_prefix is not None:
+            tensors = {"image_encoder": renamed["image_encoder"]}
+            renamed["image_encoder"] = _rename_meta(path, tensors, parts=("image_encoder",))["image_encoder"]
+            if "encoder.conv_out.weight" in renamed["vae"]:
+                renamed["vae"].update(_identity_quant_conv(path, renamed["vae"]["encoder.conv_out.weight"]))
+            log.warning("'%s' is a ComfyUI-saved SVD checkpoint: the conditioning frame is encoded like ComfyUI does "
+                        "(first-stage encoder, no quant_conv), not like the reference", path.name)
     shapes = {part: {k: t.shape for k, t in src.items()} for part, src in renamed.items()}
     probe = _probe_shapes()  # full-size names: enough to spell what a config reader complains about
     spells = {part: _spelling(path, part, renamed[part], probe[part]) for part in PARTS}
@@ -328,7 +377,7 @@ def load_models(
     expected = _expected_shapes(config)
     for part in PARTS:
         _check(path, part, shapes[part], expected[part], _spelling(path, part, renamed[part], expected[part]))
-        bad = [t for t in renamed[part].values() if t.dtype not in ("F32", "F16", "BF16", "F64")]
+        bad = [t for t in renamed[part].values() if t.dtype not in ("F32", "F16", "BF16", "F64", IDENTITY)]
         if bad:
             raise CheckpointError(
                 f"checkpoint '{path}': tensor '{bad[0].key}' has dtype {bad[0].dtype}; expected F32, F16 or BF16"
@@ -339,10 +388,14 @@ def load_models(
     models = build_models(config, device="meta", ops=ops)
     for part in PARTS:
         part_dtype = vae_dtype if (part == "vae" and vae_dtype is not None) else dtype
-        if path.is_dir():
+        if path.is_dir() or (comfy_prefix is not None and part == "image_encoder"):
             sd = _load_diffusers_part(path, part, tensors[part], part_dtype, device)
         else:
-            sd = read_tensors(renamed[part], part_dtype, device)
+            made = {k: t for k, t in renamed[part].items() if t.dtype == IDENTITY}
+            sd = read_tensors({k: t for k, t in renamed[part].items() if k not in made}, part_dtype, device)
+            for k, t in made.items():  # an identity 1x1 convolution: eye weight, zero bias
+                sd[k] = (torch.eye(t.shape[0]).view(t.shape) if len(t.shape) == 4 else torch.zeros(t.shape)).to(
+                    device=device, dtype=part_dtype)
         if part == "unet" and weight_dtype is not None and weight_dtype != part_dtype:
             for k in [k for k, v in sd.items() if v.ndim >= 2]:  # one tensor at a time: no second copy
                 sd[k] = sd[k].to(weight_dtype)
@@ -355,23 +408,27 @@ def load_models(
     return models
 
 
-def _rename_meta(folder: Path, tensors: dict[str, dict[str, _Tensor]]) -> dict[str, dict[str, _Tensor]]:
+def _rename_meta(folder: Path, tensors: dict[str, dict[str, _Tensor]],
+                 parts: tuple[str, ...] = PARTS) -> dict[str, dict[str, _Tensor]]:
     """Run each part's renaming on shape-only (meta) tensors to learn our names and shapes first."""
     out: dict[str, dict[str, _Tensor]] = {}
-    for part, rename in _FROM_DIFFUSERS.items():
+    for part in parts:
+        rename = _FROM_DIFFUSERS[part]
         meta = {k: torch.empty(t.shape, device="meta") for k, t in tensors[part].items()}
         try:
             ours = rename(meta)
         except (KeyError, ValueError, RuntimeError, IndexError) as e:
-            files = sorted(str(f.relative_to(folder)) for f in {t.file for t in tensors[part].values()})
-            raise CheckpointError(f"diffusers folder '{folder}' ({', '.join(files)}) is not an SVD {part}: {e}") from e
+            if folder.is_dir():
+                files = sorted(str(f.relative_to(folder)) for f in {t.file for t in tensors[part].values()})
+                raise CheckpointError(f"diffusers folder '{folder}' ({', '.join(files)}) is not an SVD {part}: {e}") from e
+            raise CheckpointError(f"checkpoint '{folder}': its image tower is not a CLIP vision model: {e}") from e
         # where each of our tensors comes from: the same (or a view of the same) meta tensor
         origin = {id(v): k for k, v in meta.items()}
         out[part] = {}
         for k, v in ours.items():
             src = origin.get(id(v)) or (origin.get(id(v._base)) if v._base is not None else None)
             if src is not None:
-                out[part][k] = _Tensor(tensors[part][src].file, src, tuple(v.shape))
+                out[part][k] = _Tensor(tensors[part][src].file, tensors[part][src].key, tuple(v.shape))
             else:  # made from several tensors (e.g. q, k, v stacked)
                 out[part][k] = _Tensor(folder / part, k, tuple(v.shape))
     return out

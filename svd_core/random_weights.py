@@ -56,16 +56,41 @@ def random_state_dict(config: SVDConfig, *, seed: int = 0, dtype: torch.dtype = 
     return out
 
 
+def comfyui_layout(sd: dict[str, torch.Tensor], clip_prefix: str = "conditioner.embedders.0.open_clip.model.visual.") -> dict[str, torch.Tensor]:
+    """The official single-file state dict rewritten as ComfyUI's ImageOnlyCheckpointSave writes SVD: the
+    UNet unchanged, the VAE as `first_stage_model.encoder/decoder` (no conditioner.embedders.3), and the
+    image tower in ComfyUI's clip-vision names (transformers' layout) under `clip_prefix`."""
+    from .convert.image_encoder import to_folder
+
+    visual = "conditioner.embedders.0.open_clip.model.visual."
+    cond_encoder = "conditioner.embedders.3.encoder.encoder."
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if k.startswith(("model.diffusion_model.", "first_stage_model.decoder.")):
+            out[k] = v
+        elif k.startswith(cond_encoder):
+            out["first_stage_model.encoder." + k[len(cond_encoder):]] = v
+    tower = {k[len(visual):]: v for k, v in sd.items() if k.startswith(visual)}
+    out.update({clip_prefix + k: v.contiguous() for k, v in to_folder(tower).items()})
+    return out
+
+
 def save_random_checkpoint(
     path: str | os.PathLike[str],
     config: SVDConfig | None = None,
     *,
     seed: int = 0,
     dtype: torch.dtype = torch.float16,
+    layout: str = "official",
 ) -> Path:
-    """Write a random-weight single-file checkpoint in the official key layout; returns its path."""
+    """Write a random-weight single-file checkpoint in the official key layout (or `layout="comfyui"`, the
+    layout of ComfyUI's ImageOnlyCheckpointSave); returns its path."""
+    if layout not in ("official", "comfyui"):
+        raise ValueError(f"layout must be 'official' or 'comfyui', got {layout!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = random_state_dict(config or SVDConfig.tiny(), seed=seed, dtype=dtype)
+    if layout == "comfyui":
+        sd = comfyui_layout(sd)
     save_file(sd, str(path), metadata={"format": "pt", "svd_core": "random weights"})
     return path

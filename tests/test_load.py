@@ -289,3 +289,43 @@ def test_folder_errors_name_the_file_inside_the_folder_and_its_key(tiny_file, tm
         load_models(folder, dtype=torch.float32)
     message = str(e.value)
     assert f"'{victim}' in 'unet/diffusion_pytorch_model.safetensors'" in message, message
+
+
+@pytest.mark.parametrize("prefix", ["conditioner.embedders.0.open_clip.model.visual.", "clip_vision."])
+def test_comfyui_saved_checkpoint_loads_and_encodes_like_comfyui(tmp_path, prefix, caplog):
+    """ImageOnlyCheckpointSave's layout: first_stage_model.encoder without quant_conv, the image tower in
+    clip-vision (transformers) names. Same networks as the official file; the conditioning frame is encoded
+    by the first-stage encoder alone, with one warning line saying so."""
+    from svd_core.random_weights import comfyui_layout, random_state_dict
+
+    sd = random_state_dict(SVDConfig.tiny(), seed=3, dtype=torch.float32)
+    official, comfy = tmp_path / "official.safetensors", tmp_path / "comfy.safetensors"
+    save_file(sd, str(official))
+    save_file(comfyui_layout(sd, prefix), str(comfy))
+    a = load_models(official, dtype=torch.float32)
+    with caplog.at_level("WARNING", logger="svd_core.load"):
+        b = load_models(comfy, dtype=torch.float32)
+    assert len([r for r in caplog.records if "ComfyUI-saved" in r.getMessage()]) == 1
+    for part in ("unet", "image_encoder"):
+        sa, sb = getattr(a, part).state_dict(), getattr(b, part).state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), part
+    assert all(torch.equal(v, b.vae.decoder.state_dict()[k]) for k, v in a.vae.decoder.state_dict().items())
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.inference_mode():
+        moments = a.vae.encoder(x)  # the same encoder weights, without quant_conv
+        torch.testing.assert_close(b.vae.encode(x), moments[:, :4], rtol=0, atol=1e-6)
+        assert not torch.allclose(a.vae.encode(x), b.vae.encode(x))  # the reference's quant_conv differs
+
+
+def test_comfyui_layout_errors_name_the_files_keys(tmp_path):
+    from svd_core.random_weights import comfyui_layout, random_state_dict
+
+    sd = comfyui_layout(random_state_dict(SVDConfig.tiny(), seed=3, dtype=torch.float32))
+    victim = "conditioner.embedders.0.open_clip.model.visual.vision_model.encoder.layers.0.mlp.fc1.weight"
+    assert victim in sd
+    sd[victim] = torch.zeros(3, 3)
+    path = tmp_path / "bad.safetensors"
+    save_file(sd, str(path))
+    with pytest.raises(CheckpointError) as e:
+        load_models(path, dtype=torch.float32)
+    assert f"'{victim}'" in str(e.value), str(e.value)

@@ -91,3 +91,16 @@ def test_decode_returns_a_core_video_at_the_conditionings_fps(comfy_nodes: Any, 
     out = tmp_path / "v.mp4"
     video.save_to(str(out), format="mp4", codec="h264")  # what core's SaveVideo calls
     assert hostenv.count_frames(out) == FRAMES
+
+
+def test_the_loader_node_loads_a_comfyui_saved_checkpoint(comfy_nodes: Any, assets: Path) -> None:
+    import svd_core
+
+    name = "svd_tiny_comfyui_saved.safetensors"
+    svd_core.save_random_checkpoint(assets / name, svd_core.SVDConfig.tiny(), seed=0, layout="comfyui")
+    n = comfy_nodes.NODE_CLASS_MAPPINGS
+    model, clip, vae = n["StableVideoCheckpointLoader"].execute(ckpt_name=name, weight_dtype="fp32").result
+    official = n["StableVideoCheckpointLoader"].execute(ckpt_name=hostenv.SVD_CKPT, weight_dtype="fp32").result
+    ours, theirs = model.module.state_dict(), official[0].module.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert torch.equal(vae.module.quant_conv.weight.flatten(1), torch.eye(8))  # ComfyUI's encoding: no quant_conv
