@@ -17,11 +17,12 @@ if importlib.util.find_spec("svd_core") is None:
 async def comfy_entrypoint():  # -> comfy_api.latest.ComfyExtension
     from comfy_api.latest import ComfyExtension
 
+    from .nodes.core_bridge import BRIDGE_NODES
     from .nodes.extend_node import EXTEND_NODES
     from .nodes.svd_nodes import NODES
 
     class StableVideoExactExtension(ComfyExtension):
         async def get_node_list(self) -> list:
-            return list(NODES) + list(EXTEND_NODES)
+            return list(NODES) + list(EXTEND_NODES) + list(BRIDGE_NODES)
 
     return StableVideoExactExtension()

@@ -43,6 +43,9 @@ class StableVideoExtend(io.ComfyNode):
                 io.Image.Input("images", optional=True,
                                tooltip="The video so far, its frames (video after video when `latent` says how "
                                        "many frames each has). Give images, a latent, or both."),
+                io.Video.Input("video", optional=True,
+                               tooltip="The video so far as a core VIDEO (e.g. from LoadVideo or this pack's decoder); "
+                                       "used when images are not given."),
                 io.Latent.Input("latent", optional=True,
                                 tooltip="The video's LATENT from the Stable Video Sampler: its last latents are held "
                                         "exactly (without it the frames are VAE-encoded). Decoded when no images "
@@ -87,13 +90,17 @@ class StableVideoExtend(io.ComfyNode):
     def execute(cls, model: ModelHandle, clip_vision: ModelHandle, vae: ModelHandle, frames: int, overlap: int,
                 clips: int, seed: int, steps: int, min_cfg: float, max_cfg: float, fps: int, motion_bucket_id: int,
                 cond_aug: float, color_anchor: bool, frames_per_chunk: int, images: torch.Tensor | None = None,
-                latent: dict[str, Any] | None = None) -> io.NodeOutput:
+                latent: dict[str, Any] | None = None, video: Any = None) -> io.NodeOutput:
         s = model.config.sampling
         _raise_if(sampler_errors(steps, min_cfg, max_cfg, s.sigma_min, s.sigma_max, s.rho, 1.0))
         if overlap >= frames:
             raise ValueError(f"overlap must be smaller than frames, got overlap {overlap} with frames {frames}")
+        if images is None and video is not None:
+            images = video.get_components().images
+            if images is None or images.ndim != 4 or images.shape[0] == 0:
+                raise ValueError("video has no frames: connect a video with at least one frame")
         if images is None and latent is None:
-            raise ValueError("images and latent are both missing: connect the video to extend to either")
+            raise ValueError("images, video and latent are all missing: connect the video to extend to one of them")
         scale = model.config.vae.scale_factor
         z = latent_to_video(latent, "latent") if latent is not None else None  # (B, T, 4, h, w), VAE latent space
         chunk = svd_core.decode_chunk(frames_per_chunk or None, frames)

@@ -18,7 +18,7 @@ if not hostenv.HAVE_COMFY:
 pytestmark = pytest.mark.host
 
 NODE_IDS = ("StableVideoCheckpointLoader", "StableVideoConditioning", "StableVideoEmptyLatent",
-            "StableVideoSampler", "StableVideoDecode", "StableVideoExtend")
+            "StableVideoSampler", "StableVideoDecode", "StableVideoExtend", "StableVideoToCoreModel")
 
 
 def run(comfy_nodes: Any, prompt: dict[str, Any], executor: Any = None) -> tuple[Any, Any, Any]:
@@ -41,7 +41,7 @@ def error_text(executor: Any) -> str:
     return " ".join(str(d.get("exception_message", "")) for ev, d in executor.status_messages if ev == "execution_error")
 
 
-def test_pack_registers_six_nodes_with_tooltips(comfy_nodes: Any) -> None:
+def test_pack_registers_its_seven_nodes_with_tooltips(comfy_nodes: Any) -> None:
     for node_id in NODE_IDS:
         cls = comfy_nodes.NODE_CLASS_MAPPINGS[node_id]
         info = cls.GET_NODE_INFO_V1()
@@ -55,7 +55,7 @@ def test_pack_registers_six_nodes_with_tooltips(comfy_nodes: Any) -> None:
         "StableVideoCheckpointLoader": ["SVD_MODEL", "SVD_CLIP_VISION", "SVD_VAE"],
         "StableVideoConditioning": ["SVD_CONDITIONING", "SVD_CONDITIONING"],
         "StableVideoEmptyLatent": ["LATENT"], "StableVideoSampler": ["LATENT"], "StableVideoDecode": ["IMAGE", "VIDEO"],
-        "StableVideoExtend": ["IMAGE"]}
+        "StableVideoExtend": ["IMAGE"], "StableVideoToCoreModel": ["MODEL", "CONDITIONING", "CONDITIONING", "LATENT"]}
 
 
 @pytest.mark.parametrize("name", hostenv.WORKFLOW_NAMES)

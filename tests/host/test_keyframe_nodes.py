@@ -69,7 +69,7 @@ def test_extend_from_images_or_from_the_latent(comfy_nodes: Any, assets: Path) -
     assert images_only.shape == from_images.shape
     assert n["StableVideoExtend"].validate_inputs(frames=3, overlap=3) != True  # noqa: E712
     assert "overlap" in n["StableVideoExtend"].validate_inputs(frames=3, overlap=5)
-    with pytest.raises(ValueError, match="images and latent"):
+    with pytest.raises(ValueError, match="images, video and latent"):
         n["StableVideoExtend"].execute(**common)
 
 

@@ -20,7 +20,7 @@ SIZE, FRAMES = 64, 3
 
 
 def _video(comfy_nodes: Any, weight_dtype: str = "auto", seed: int = 0) -> tuple[torch.Tensor, Any]:
-    """The five nodes called one after the other (ComfyUI's loading runs inside them): (frames, model)."""
+    """The five main nodes called one after the other (ComfyUI's loading runs inside them): (frames, model)."""
     nodes = comfy_nodes.NODE_CLASS_MAPPINGS
     model, clip, vae = nodes["StableVideoCheckpointLoader"].execute(
         ckpt_name=hostenv.SVD_CKPT, weight_dtype=weight_dtype).result

@@ -15,7 +15,7 @@ import hostenv
 pytestmark = pytest.mark.host
 
 NODE_IDS = ("StableVideoCheckpointLoader", "StableVideoConditioning", "StableVideoEmptyLatent",
-            "StableVideoSampler", "StableVideoDecode", "StableVideoExtend")
+            "StableVideoSampler", "StableVideoDecode", "StableVideoExtend", "StableVideoToCoreModel")
 
 
 def test_object_info_lists_the_nodes_with_tooltips(server: Any) -> None:
