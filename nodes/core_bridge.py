@@ -23,7 +23,7 @@ from comfy_api.latest import io
 import svd_core
 from svd_core.layers import compute_dtype
 
-from .adapters import ModelHandle, fps_of
+from .adapters import FPS_KEY, FRAMES_KEY, ModelHandle, fps_of
 from .svd_nodes import _REF, CATEGORY, SVDConditioning, SVDModel
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,8 @@ class StableVideoToCoreModel(io.ComfyNode):
         pos, neg = core_conditioning(positive, "positive"), core_conditioning(negative, "negative")
         h, w = positive.concat.shape[-2:]
         latent = torch.zeros(frames, model.config.vae.latent_channels, h, w, device=mm.intermediate_device())
-        return io.NodeOutput(core_model(model), pos, neg, {"samples": latent})
+        # the frame count and fps ride along (core samplers keep a LATENT's other keys): StableVideoDecode reads them
+        return io.NodeOutput(core_model(model), pos, neg, {"samples": latent, FRAMES_KEY: frames, FPS_KEY: fps_of(positive)})
 
 
 BRIDGE_NODES: list[type[io.ComfyNode]] = [StableVideoToCoreModel]

@@ -65,8 +65,8 @@ def test_core_ksampler_runs_our_unet_like_comfyuis_own_svd_model(comfy_nodes: An
     # scale of x at sigma 700 (6e-5), and random weights carry that on: a few 1e-4 after two steps.
     assert diff <= 1e-3 * max(1.0, scale)
     # the frames through our decoder
-    frames = [n["StableVideoDecode"].execute(vae=vae, latent={**s, "svd_frames": FRAMES}, frames_per_chunk=0).result[0]
-              for s in (ours, ref)]
+    assert ours["svd_frames"] == FRAMES  # kept by core's KSampler: our decoder reads the LATENT as is
+    frames = [n["StableVideoDecode"].execute(vae=vae, latent=s, frames_per_chunk=0).result[0] for s in (ours, ref)]
     print(f"frames: max abs difference {(frames[0] - frames[1]).abs().max().item():.2e}")
     torch.testing.assert_close(frames[0], frames[1], rtol=0, atol=1e-3)
     # guidance patches and the rest of core's machinery see a normal SVD model
