@@ -119,3 +119,49 @@ def test_an_empty_video_is_refused_naming_the_input(comfy_nodes: Any, assets: Pa
         n["StableVideoExtend"].execute(model=model, clip_vision=clip, vae=vae, video=empty, frames=3, overlap=1, clips=1,
                                        seed=0, steps=1, min_cfg=1.5, max_cfg=3.0, fps=7, motion_bucket_id=127,
                                        cond_aug=0.02, color_anchor=True, frames_per_chunk=0)
+
+
+@pytest.mark.slow
+def test_core_ksampler_matches_comfyuis_own_svd_nodes_at_full_size(comfy_nodes: Any, assets: Path) -> None:
+    """ComfyUI's own pipeline (ImageOnlyCheckpointLoader, SVD_img2vid_Conditioning, KSampler) on a full-size
+    random SVD-XT file, against core KSampler on StableVideoToCoreModel's MODEL with the same CONDITIONING
+    (ComfyUI's; the conditioning conventions then agree by construction). Prints the difference."""
+    import gc
+
+    import comfy.model_management as mm
+    from safetensors.torch import save_file
+
+    import svd_core
+    from svd_core.random_weights import random_state_dict
+
+    name = "svd_xt_full_random.safetensors"
+    sd = random_state_dict(svd_core.SVDConfig.svd_xt_1_1(), seed=0, dtype=torch.float16)
+    enc = "conditioner.embedders.3.encoder.encoder."
+    for k in [k for k in sd if k.startswith(enc)]:  # core's loader needs first_stage_model.encoder
+        sd["first_stage_model.encoder." + k[len(enc):]] = sd[k].clone()
+    save_file(sd, str(assets / name))
+    del sd
+    gc.collect()
+    n = comfy_nodes.NODE_CLASS_MAPPINGS
+    image = torch.rand(1, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(5))
+    c_model, c_clip, c_vae = n["ImageOnlyCheckpointLoader"]().load_checkpoint(name)
+    pos, neg, latent = n["SVD_img2vid_Conditioning"]().encode(c_clip, image, c_vae, SIZE, SIZE, FRAMES, 127, 6, 0.0)
+    ksampler = n["KSampler"]()
+    kw = dict(seed=3, steps=2, cfg=2.5, sampler_name="euler", scheduler="karras", positive=pos, negative=neg,
+              latent_image=latent, denoise=1.0)
+    (ref,) = ksampler.sample(c_model, **kw)
+    del c_model, c_clip, c_vae
+    mm.unload_all_models()
+    gc.collect()
+    model, clip, vae = n["StableVideoCheckpointLoader"].execute(ckpt_name=name, weight_dtype="fp32").result
+    our_pos, our_neg = n["StableVideoConditioning"].execute(
+        clip_vision=clip, vae=vae, image=image, width=SIZE, height=SIZE, resize_mode="crop", fps=6,
+        motion_bucket_id=127, cond_aug=0.0, seed=0).result
+    core, _, _, _ = n["StableVideoToCoreModel"].execute(model=model, positive=our_pos, negative=our_neg,
+                                                          frames=FRAMES).result
+    (ours,) = ksampler.sample(core, **kw)  # the same CONDITIONING and LATENT as ComfyUI's run
+    diff = (ours["samples"] - ref["samples"]).abs().max().item()
+    print(f"\nfull size, core KSampler: ComfyUI's own SVD nodes vs our UNet as a core MODEL, max abs latent "
+          f"difference {diff:.2e} (latent scale {ref['samples'].abs().max().item():.2f})")
+    assert diff <= 1e-3 * max(1.0, ref["samples"].abs().max().item())
+    (assets / name).unlink()
