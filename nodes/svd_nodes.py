@@ -31,7 +31,7 @@ from svd_core import memory
 from svd_core.layers import compute_dtype, set_execution
 
 from .adapters import (
-    DTYPE_CHOICES, FPS_KEY, FRAMES_KEY, LOOP_KEY, REFERENCE_DECODE_CHUNK, RESIZE_MODES, STORAGE_ONLY, ModelHandle, conditioning_errors,
+    DTYPE_CHOICES, FPS_KEY, FRAMES_KEY, LATENT_DOWNSCALE, LOOP_KEY, REFERENCE_DECODE_CHUNK, RESIZE_MODES, STORAGE_ONLY, ModelHandle, conditioning_errors,
     empty_latent, fit_image, fps_of, fps_to_fps_id, latent_fps, frames_to_image, image_to_bchw, latent_to_video, latent_video_indices,
     match_batches, parse_dtype, preview_grid, repeat_videos, sampler_errors, video_generator_seeds, video_noise,
     video_noises, video_to_latent,
@@ -261,16 +261,22 @@ class StableVideoEmptyLatent(io.ComfyNode):
             display_name="Empty Stable Video Latent (exact)",
             category=CATEGORY,
             description="An empty LATENT for batch_size videos of `frames` frames, frames folded into the "
-                        "batch (B*T images), so ComfyUI's latent nodes and previews keep working.",
+                        "batch (B*T images), so ComfyUI's latent nodes and previews keep working. Wire the "
+                        "conditioning to take its size from there (the size is then typed once).",
             inputs=[
                 io.Int.Input("width", default=_REF.width, min=64, max=MAX_SIDE, step=64,
-                             tooltip="Video width in pixels, a multiple of 64; match the conditioning's."),
+                             tooltip="Video width in pixels, a multiple of 64. Ignored when conditioning is wired: "
+                                     "the conditioning's width is used."),
                 io.Int.Input("height", default=_REF.height, min=64, max=MAX_SIDE, step=64,
-                             tooltip="Video height in pixels, a multiple of 64; match the conditioning's."),
+                             tooltip="Video height in pixels, a multiple of 64. Ignored when conditioning is wired: "
+                                     "the conditioning's height is used."),
                 io.Int.Input("frames", default=_REF.num_frames, min=1, max=MAX_FRAMES,
                              tooltip="Frames per video (SVD-XT: 25, SVD: 14)."),
                 io.Int.Input("batch_size", default=1, min=1, max=64,
                              tooltip="Videos per image; 1 makes one video per conditioning image."),
+                SVDConditioning.Input("conditioning", optional=True,
+                                      tooltip="Optional: the positive conditioning. When wired, the latent takes its "
+                                              "width and height from it and the width/height widgets are ignored."),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="Zero latent (B*T, 4, H/8, W/8).")],
         )
@@ -283,7 +289,10 @@ class StableVideoEmptyLatent(io.ComfyNode):
         return "; ".join(errors) if errors else True
 
     @classmethod
-    def execute(cls, width: int, height: int, frames: int, batch_size: int) -> io.NodeOutput:
+    def execute(cls, width: int, height: int, frames: int, batch_size: int, conditioning: Any = None) -> io.NodeOutput:
+        if conditioning is not None:  # the size typed once, in the conditioning node
+            f = LATENT_DOWNSCALE
+            height, width = (int(d) * f for d in conditioning.concat.shape[-2:])
         latent = empty_latent(width, height, frames, batch_size)
         latent["samples"] = latent["samples"].to(mm.intermediate_device())
         return io.NodeOutput(latent)

@@ -104,3 +104,16 @@ def test_the_loader_node_loads_a_comfyui_saved_checkpoint(comfy_nodes: Any, asse
     ours, theirs = model.module.state_dict(), official[0].module.state_dict()
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     assert torch.equal(vae.module.quant_conv.weight.flatten(1), torch.eye(8))  # ComfyUI's encoding: no quant_conv
+
+
+def test_the_empty_latent_takes_its_size_from_a_wired_conditioning(comfy_nodes: Any, assets: Path) -> None:
+    n = comfy_nodes.NODE_CLASS_MAPPINGS
+    model, clip, vae = n["StableVideoCheckpointLoader"].execute(ckpt_name=hostenv.SVD_CKPT, weight_dtype="fp32").result
+    image = torch.rand(1, 100, 150, 3)
+    pos, _ = n["StableVideoConditioning"].execute(
+        clip_vision=clip, vae=vae, image=image, width=128, height=64, resize_mode="crop", fps=7,
+        motion_bucket_id=127, cond_aug=0.02, seed=0).result
+    (latent,) = n["StableVideoEmptyLatent"].execute(width=1024, height=576, frames=2, batch_size=1, conditioning=pos).result
+    assert latent["samples"].shape == (2, 4, 64 // 8, 128 // 8)  # the widgets' 1024x576 is ignored
+    (plain,) = n["StableVideoEmptyLatent"].execute(width=192, height=64, frames=2, batch_size=1).result
+    assert plain["samples"].shape == (2, 4, 8, 24)
