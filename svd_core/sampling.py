@@ -129,6 +129,12 @@ def randn_noise_sampler(generator: Optional[torch.Generator] = None) -> NoiseSam
     return noise
 
 
+def host_levels(sigmas: Tensor) -> list[float]:
+    """The schedule as Python floats, read once before a sampling loop: the loop then branches on these
+    and never reads a device tensor (no host sync per step, so a step can be captured as a CUDA graph)."""
+    return [float(v) for v in sigmas.detach().to("cpu", torch.float64).tolist()]
+
+
 def _per_sample(sigma: Tensor, x: Tensor) -> Tensor:
     """A 0-dim sigma as a float32 (N,) tensor, one value per batch element of x."""
     return sigma.to(device=x.device, dtype=torch.float32).expand(x.shape[0])
@@ -159,9 +165,10 @@ def _edm_steps(
     if s_churn > 0 and noise_sampler is None:
         raise ValueError(f"s_churn={s_churn} > 0 adds fresh noise: pass a noise_sampler (e.g. randn_noise_sampler(gen))")
     n_steps = len(sigmas) - 1
+    levels = host_levels(sigmas)  # the schedule is known in advance: no device read inside the loop
     for i in range(n_steps):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        gamma = _churn_gamma(float(sigma), n_steps, s_churn, s_tmin, s_tmax)
+        gamma = _churn_gamma(levels[i], n_steps, s_churn, s_tmin, s_tmax)
         sigma_hat = sigma * (gamma + 1.0)
         if gamma > 0:
             assert noise_sampler is not None
@@ -173,7 +180,7 @@ def _edm_steps(
         d = (x - denoised) / sigma_hat  # Alg. 2 line 7: dx/dsigma of the probability-flow ODE
         dt = sigma_next - sigma_hat
         x_next = x + d * dt  # Alg. 2 line 8: Euler step
-        if second_order and float(sigma_next) > 0:  # Alg. 2 lines 9-11: no correction on the step to 0
+        if second_order and levels[i + 1] > 0:  # Alg. 2 lines 9-11: no correction on the step to 0
             if step_hook is not None:  # the predictor is evaluated like any x at sigma_next
                 x_next = step_hook(i, x_next, sigma_next)
             d_next = (x_next - denoiser(x_next, _per_sample(sigma_next, x))) / sigma_next
@@ -238,6 +245,7 @@ def sample_dpmpp_2m(
     last (to sigma = 0) step and otherwise D' = (1 + 1/(2r)) D_i - 1/(2r) D_{i-1}, r = h_prev / h.
     """
     n_steps = len(sigmas) - 1
+    levels = host_levels(sigmas)
     denoised_prev: Optional[Tensor] = None
     h_prev = 0.0
     for i in range(n_steps):
@@ -245,12 +253,12 @@ def sample_dpmpp_2m(
         denoised = denoiser(x, _per_sample(sigma, x))
         if callback is not None:
             callback(i, n_steps, x, denoised, sigma)
-        if float(sigma_next) == 0.0:
+        if levels[i + 1] == 0.0:
             x = denoised  # t_next = inf: the exponential integrator lands on the data estimate
             x = x if step_hook is None else step_hook(i, x, sigma_next)
             continue
         ratio = sigma_next / sigma  # = exp(-h)
-        h = math.log(float(sigma) / float(sigma_next))
+        h = math.log(levels[i] / levels[i + 1])
         if denoised_prev is None:
             d_prime = denoised  # first step: DPM-Solver++(1), i.e. DDIM
         else:

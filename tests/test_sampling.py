@@ -320,3 +320,34 @@ def test_randn_noise_sampler_is_reproducible() -> None:
     a = randn_noise_sampler(torch.Generator().manual_seed(0))(x)
     b = randn_noise_sampler(torch.Generator().manual_seed(0))(x)
     assert torch.equal(a, b) and a.shape == x.shape and a.std() > 0.1
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_the_sampling_loop_reads_no_tensor_value_on_the_host(name: str) -> None:
+    """The schedule is known in advance: host reads (item / bool of a tensor) do not grow with the number
+    of steps, so a step never waits for the device (and can be captured as a CUDA graph)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from svd_core.sampling import get_sigmas_karras
+
+    class CountReads(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reads = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
+                self.reads += 1
+            return func(*args, **(kwargs or {}))
+
+    def denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return x / (1.0 + sigma.view(-1, 1, 1, 1) ** 2)
+
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    reads = []
+    for steps in (2, 6):
+        sigmas = get_sigmas_karras(steps, 0.002, 80.0, 7.0)
+        with CountReads() as mode:
+            SAMPLERS[name](denoiser, x * 80.0, sigmas)
+        reads.append(mode.reads)
+    assert reads[0] == reads[1], reads
