@@ -25,6 +25,7 @@ import latent_preview
 from comfy_api.latest import InputImpl, Types, io
 
 import svd_core
+import svd_core.speed
 from svd_core.checks import LIMITS, MAX_FRAMES, MAX_SIDE
 
 from svd_core import memory
@@ -116,6 +117,9 @@ class StableVideoCheckpointLoader(io.ComfyNode):
                                        "the UNet's weights in 8 bits (half the memory of fp16) and compute in "
                                        "fp16 or bf16, like core's UNETLoader; the image encoder and VAE then "
                                        "use ComfyUI's choice."),
+                io.Boolean.Input("compile", default=False, optional=True,
+                                 tooltip="Compile the UNet and decoder with torch.compile: a slow first run per "
+                                         "size, faster after. Falls back to eager, with a warning, where it cannot."),
             ],
             outputs=[
                 SVDModel.Output(display_name="model", tooltip="The video UNet."),
@@ -125,7 +129,7 @@ class StableVideoCheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, ckpt_name: str, weight_dtype: str) -> io.NodeOutput:
+    def execute(cls, ckpt_name: str, weight_dtype: str, compile: bool = False) -> io.NodeOutput:
         path = _checkpoint_path(ckpt_name)
         chosen = parse_dtype(weight_dtype)
         unet_dev, enc_dev, vae_dev = mm.get_torch_device(), mm.text_encoder_device(), mm.vae_device()
@@ -152,6 +156,8 @@ class StableVideoCheckpointLoader(io.ComfyNode):
         set_execution(models.unet, device=unet_dev, dtype=unet_dtype)
         set_execution(encoder, device=enc_dev, dtype=enc_dtype)
         set_execution(vae, device=vae_dev, dtype=vae_dtype)
+        if compile:  # after set_execution: on a GPU the compile mode captures CUDA graphs
+            svd_core.speed.compile_models(models)
         log.info("loaded %s: unet %s (stored %s), image encoder %s, vae %s", ckpt_name, unet_dtype, storage,
                  enc_dtype, vae_dtype)
         return io.NodeOutput(

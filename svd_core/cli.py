@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--vae-dtype", choices=DTYPES, default="fp32",
                    help="VAE dtype (default fp32, as the reference runs its VAE; bf16 saves memory when decoding)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    g.add_argument("--compile", action="store_true",
+                   help="compile the UNet and decoder with torch.compile (slow first run; eager with a warning where it cannot)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -172,7 +174,7 @@ def run_generate(args: argparse.Namespace) -> int:
     dtype = DTYPES.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
     try:
         models = load_models(args.checkpoint, dtype=dtype, device=device, preset=args.preset,
-                             vae_dtype=DTYPES[args.vae_dtype])
+                             vae_dtype=DTYPES[args.vae_dtype], compile=args.compile)
     except CheckpointError as e:
         log.error("%s", e)
         return 2

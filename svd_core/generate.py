@@ -12,6 +12,7 @@ from torch import Tensor
 from .image_ops import fit_image
 from .keyframes import VIBID_STEPS, encode_keyframes, sample_keyframes
 from .models import SVDModels
+from .speed import compile_models
 from .pipeline import (
     StepCallback, decode_chunk, decode_latents, encode_conditioning, sample_video, validate_image, video_seeds,
 )
@@ -39,6 +40,7 @@ def generate(
     end_image: Tensor | None = None,
     loop: bool = False,
     resize_mode: str = "crop",
+    compile: bool = False,
 ) -> Tensor:
     """B images (B, 3, H, W) in [0, 1] -> B videos (B, T, 3, H, W) float32 in [0, 1].
 
@@ -55,9 +57,11 @@ def generate(
     CFG++ at scale 1 (min_cfg, max_cfg, guidance and sampler do not apply). `loop=True` makes a seamless
     loop: the image at both ends, the second copy dropped, so the video has num_frames - 1 frames. Each
     generator then draws, after the augmentation noise, the end image's augmentation noise and the
-    sampler's re-noising.
+    sampler's re-noising. `compile=True` compiles the UNet and decoder first (speed.compile_models).
     """
     validate_image(image)
+    if compile:
+        compile_models(models)
     keyframed = end_image is not None or loop
     if end_image is not None and loop:
         raise ValueError("end_image and loop exclude each other: a loop ends on its own first frame")

@@ -333,6 +333,7 @@ def load_models(
     vae_dtype: torch.dtype | None = None,
     weight_dtype: torch.dtype | None = None,
     ops: Ops = torch.nn,
+    compile: bool = False,
 ) -> SVDModels:
     """Load an SVD checkpoint: the official single .safetensors file, or a diffusers folder.
 
@@ -343,7 +344,8 @@ def load_models(
     convolution layers, 99.9 % of its bytes; norms, biases and mix factors stay in `dtype`): e.g.
     torch.float8_e4m3fn, which `ops` must then cast per call (ComfyUI's comfy.ops.manual_cast does);
     `ops`, the namespace the layers are made from (torch.nn; a host's casting layers);
-    `preset` picks the sampling defaults (svd / svd_xt / svd_xt_1_1; guessed from the name when None).
+    `preset` picks the sampling defaults (svd / svd_xt / svd_xt_1_1; guessed from the name when None);
+    `compile` compiles the UNet and the temporal decoder (speed.compile_models; eager where it cannot).
     Raises CheckpointError, naming the file and the first offending keys, for anything else.
     """
     path = Path(path)
@@ -405,6 +407,10 @@ def load_models(
         set_execution(module, dtype=part_dtype)
         del sd
     log.info("loaded %s from '%s' as %s (VAE %s) on %s", config.name, path, dtype, vae_dtype or dtype, device)
+    if compile:
+        from .speed import compile_models
+
+        compile_models(models)
     return models
 
 

@@ -581,11 +581,14 @@ class UNet(nn.Module):
             inputs = [h, skips.pop()]
             del h
             h = stage.run(inputs, emb, context, num_frames)
-        c = h.shape[1]
-        height, width = h.shape[-2:]
+        return self._out(h, n).to(x.dtype)  # (B*T, out_channels, h, w)
+
+    def _out(self, h: Tensor, n: int) -> Tensor:
+        """The output layers (GroupNorm32, SiLU, conv), a frame group at a time."""
+        c, height, width = h.shape[1], h.shape[2], h.shape[3]
 
         def out_group(g: slice) -> Tensor:
             return self.out[2](F.silu(lean.group_norm32(self.out[0], h[g])))
 
-        return lean.map_frame_groups(out_group, n, c * height * width).to(x.dtype)  # (B*T, out_channels, h, w)
+        return lean.map_frame_groups(out_group, n, c * height * width)
 

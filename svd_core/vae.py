@@ -216,7 +216,9 @@ class AttnBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W)
         hn = self.norm(x)
         height, width = x.shape[-2:]
-        q, k, v = (rearrange(f(hn), "n c h w -> n 1 (h w) c") for f in (self.q, self.k, self.v))
+        q = rearrange(self.q(hn), "n c h w -> n 1 (h w) c")
+        k = rearrange(self.k(hn), "n c h w -> n 1 (h w) c")
+        v = rearrange(self.v(hn), "n c h w -> n 1 (h w) c")
         del hn
         a = lean.attention(q, k, v)  # (N, 1, H*W, C); default scale C^-0.5
         a = rearrange(a, "n 1 (h w) c -> n c h w", h=height, w=width)

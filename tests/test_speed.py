@@ -1,0 +1,122 @@
+"""torch.compile: no graph break in the UNet, the decoder or a whole guided sampling step; compiled equals
+eager; a missing or failing compiler falls back to eager with one warning."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+import torch
+
+import svd_core
+import svd_core.speed as speed
+from svd_core import SVDConfig, build_models, randomize_
+from svd_core.pipeline import Conditioning, decode_latents, guided_denoiser, sample_video
+
+T = 3
+
+
+@pytest.fixture()
+def models() -> svd_core.SVDModels:
+    m = build_models(SVDConfig.tiny(), dtype=torch.float32)
+    for i, part in enumerate((m.unet, m.image_encoder, m.vae)):
+        randomize_(part, seed=60 + i)
+        part.eval().requires_grad_(False)
+    return m
+
+
+def _inputs(cfg: svd_core.UNetConfig) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(2 * T, cfg.in_channels, 8, 8, generator=g), torch.randn(2 * T, generator=g),
+            torch.randn(2 * T, 1, cfg.context_dim, generator=g), torch.randn(2 * T, cfg.adm_in_channels, generator=g))
+
+
+def _cond(models: svd_core.SVDModels) -> tuple[Conditioning, Conditioning]:
+    g = torch.Generator().manual_seed(1)
+    pos = Conditioning(crossattn=torch.randn(1, 1, models.unet.config.context_dim, generator=g),
+                       concat=torch.randn(1, 4, 8, 8, generator=g), vector=torch.tensor([[6.0, 127.0, 0.02]]))
+    return pos, Conditioning(torch.zeros_like(pos.crossattn), torch.zeros_like(pos.concat), pos.vector)
+
+
+def test_unet_decoder_and_a_guided_step_trace_without_graph_breaks(models: svd_core.SVDModels) -> None:
+    torch._dynamo.reset()
+    with torch.no_grad():
+        unet = torch._dynamo.explain(models.unet)(*_inputs(models.unet.config), num_frames=T)
+        decoder = torch._dynamo.explain(models.vae.decoder)(torch.randn(T, 4, 8, 8), T)
+        pos, neg = _cond(models)
+        denoiser = guided_denoiser(models.unet, pos, neg, T, svd_core.guidance_scales("linear", T, 1.5, 3.0))
+
+        def step(x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+            d = denoiser(x, sigma.expand(x.shape[0]))  # EDM preconditioning, the UNet, per-frame guidance
+            return x + (x - d) / sigma * (sigma_next - sigma)  # the Euler update
+
+        whole = torch._dynamo.explain(step)(torch.randn(T, 4, 8, 8), torch.tensor(10.0), torch.tensor(8.0))
+    for name, e in (("UNet", unet), ("decoder", decoder), ("guided step", whole)):
+        assert e.graph_break_count == 0, (name, [str(r.reason) for r in e.break_reasons])
+        assert e.graph_count == 1, (name, e.graph_count)
+
+
+def test_compiled_equals_eager(models: svd_core.SVDModels) -> None:
+    """The UNet and decoder within 1e-5, and sampled, decoded frames within 1e-4 (sigma_max 10: from 700 the
+    float32 spacing of x, 6e-5, makes any two implementations differ by that much whatever they compute)."""
+    torch._dynamo.reset()
+    args = _inputs(models.unet.config)
+    z = torch.randn(1, T, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    pos, neg = _cond(models)
+
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            u = models.unet(*args, num_frames=T)
+        lat = sample_video(models.unet, pos, neg, z, num_steps=2, min_cfg=1.5, max_cfg=3.0, sigma_max=10.0)
+        return u, decode_latents(models.vae, lat, decode_chunk_size=T)
+
+    eager_u, eager_frames = run()
+    assert speed.compile_models(models)
+    assert speed.compile_models(models)  # idempotent
+    compiled_u, compiled_frames = run()
+    torch.testing.assert_close(compiled_u, eager_u, rtol=0, atol=1e-5)
+    torch.testing.assert_close(compiled_frames, eager_frames, rtol=0, atol=1e-4)
+
+
+def test_no_working_compiler_falls_back_to_eager_with_one_warning(
+        models: svd_core.SVDModels, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(speed, "compiler_works", lambda device: "CppCompileError: no C++ compiler")
+    with caplog.at_level(logging.WARNING, logger="svd_core.speed"):
+        assert not speed.compile_models(models)
+    assert len(caplog.records) == 1 and "running eagerly" in caplog.text
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    assert svd_core.generate(models, image, num_frames=T, num_steps=1, compile=True).shape == (1, T, 3, 64, 64)
+
+
+def test_a_compiler_failure_at_the_first_call_falls_back_to_eager(
+        models: svd_core.SVDModels, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def broken_compile(fn: Any, **kwargs: Any) -> Any:
+        def call(*a: Any, **k: Any) -> Any:
+            raise torch._dynamo.exc.TorchRuntimeError("BackendCompilerFailed: cc1plus: not found")
+        return call
+
+    monkeypatch.setattr(speed, "compiler_works", lambda device: None)
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    assert speed.compile_models(models)
+    with caplog.at_level(logging.WARNING, logger="svd_core.speed"), torch.inference_mode():
+        out = models.unet(*_inputs(models.unet.config), num_frames=T)
+        again = models.unet(*_inputs(models.unet.config), num_frames=T)
+    assert torch.equal(out, again) and out.shape == (2 * T, 4, 8, 8)
+    assert len([r for r in caplog.records if "UNet" in r.getMessage()]) == 1
+
+
+def test_the_command_line_takes_compile(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    import numpy as np
+    from PIL import Image
+
+    import svd_core.cli as cli
+
+    ckpt = svd_core.save_random_checkpoint(tmp_path / "svd_xt_1_1.safetensors", SVDConfig.tiny(), seed=1)
+    Image.fromarray(np.full((64, 64, 3), 100, np.uint8)).save(tmp_path / "in.png")
+    monkeypatch.setattr(speed, "compiler_works", lambda device: "no compiler in this test")
+    with caplog.at_level(logging.WARNING):
+        rc = cli.main(["generate", "--checkpoint", str(ckpt), "--image", str(tmp_path / "in.png"), "--output",
+                       str(tmp_path / "o.gif"), "--width", "64", "--height", "64", "--frames", "2", "--steps", "1",
+                       "--device", "cpu", "--compile", "--quiet"])
+    assert rc == 0 and "running eagerly" in caplog.text
