@@ -16,13 +16,13 @@ from .pipeline import (
     decode_latents,
     embed_vector,
     encode_conditioning,
-    karras_sigmas,
     sample_video,
     video_seeds,
 )
 from .extend import extend
 from .generate import generate
 from .keyframes import Keyframes, encode_keyframes, sample_keyframes
+from .sampling import karras_sigmas, lcm_sigmas
 from .random_weights import randomize_, save_random_checkpoint
 from .unet import UNet, UNetConfig
 from .vae import VAE, VAEConfig
@@ -30,6 +30,6 @@ from .vae import VAE, VAEConfig
 __all__ = [
     "PRESETS", "SamplingConfig", "SVDConfig", "GUIDANCE_SCHEDULES", "guidance_scales", "ImageEncoder",
     "ImageEncoderConfig", "CheckpointError", "SVDModels", "build_models", "load_models", "SAMPLER_NAMES",
-    "Conditioning", "HeldFrames", "decode_chunk", "decode_latents", "embed_vector", "encode_conditioning", "generate", "karras_sigmas",
+    "Conditioning", "HeldFrames", "decode_chunk", "decode_latents", "embed_vector", "encode_conditioning", "generate", "karras_sigmas", "lcm_sigmas",
     "sample_video", "video_seeds", "Keyframes", "encode_keyframes", "sample_keyframes", "extend", "Plan", "use_plan", "randomize_", "save_random_checkpoint", "UNet", "UNetConfig", "VAE", "VAEConfig",
 ]

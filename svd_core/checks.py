@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from .sampling import LCM_TRAIN_STEPS, SAMPLERS
+
 # Image sides must be multiples of 64 (scripts/sampling/simple_video_sample.py rounds sizes down to
 # multiples of 64; the UNet halves the 1/8 latent three times).
 SIZE_MULTIPLE = 64
@@ -68,13 +70,29 @@ def conditioning_errors(width: object, height: object, fps: object, motion_bucke
     return [e for e in errors if e is not None]
 
 
+def schedule_errors(sampler: str, steps: object, denoise: object = 1.0, label: Label = _same) -> list[str]:
+    """Problems with the number of steps that only the sampler's schedule knows of: the lcm sampler walks the
+    consistency model's 40 training levels (sampling.lcm_sigmas), so steps / denoise may not exceed 40."""
+    if sampler not in SAMPLERS:
+        return [f"{label('sampler')} must be one of {tuple(SAMPLERS)}, got {sampler!r}"]
+    if SAMPLERS[sampler].schedule != "lcm" or check_number("steps", steps) or check_number("denoise", denoise):
+        return []
+    n, d = int(steps), float(denoise)  # type: ignore[arg-type]
+    total = n if d == 1.0 else max(n, int(n / d))
+    if total <= LCM_TRAIN_STEPS:
+        return []
+    spread = "" if d == 1.0 else f" ({label('steps')} / {label('denoise')} = {total} levels)"
+    return [f"{label('steps')} must be at most {LCM_TRAIN_STEPS} for the lcm sampler (the consistency model's "
+            f"training levels), got {n}{spread}"]
+
+
 def sampler_errors(steps: object, min_cfg: object, max_cfg: object, sigma_min: object, sigma_max: object,
-                   rho: object, denoise: object, label: Label = _same) -> list[str]:
-    """All problems with the sampling inputs, including sigma_min < sigma_max."""
+                   rho: object, denoise: object, label: Label = _same, sampler: str = "euler") -> list[str]:
+    """All problems with the sampling inputs, including sigma_min < sigma_max and `schedule_errors`."""
     values = {"steps": steps, "min_cfg": min_cfg, "max_cfg": max_cfg, "sigma_min": sigma_min,
               "sigma_max": sigma_max, "rho": rho, "denoise": denoise}
     found = [e for e in (check_number(k, v, label) for k, v in values.items()) if e is not None]
     if not found and sigma_min >= sigma_max:  # type: ignore[operator]
         found.append(f"{label('sigma_min')} must be smaller than {label('sigma_max')}, "
                      f"got {sigma_min} >= {sigma_max}")
-    return found
+    return found + schedule_errors(sampler, steps, denoise, label)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .config import COMPUTE_DTYPES, PRESETS
 from .config import DTYPES as DTYPES_BY_NAME
-from .checks import check_number, check_size
+from .checks import check_number, check_size, schedule_errors
 from .guidance import GUIDANCE_SCHEDULES
 from .image_ops import RESIZE_MODES, fit_image
 from .load import CheckpointError, load_models
@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="turn one image into a video file")
     g.add_argument("--checkpoint", required=True, type=Path, help="svd_xt_1_1.safetensors (or svd_xt / svd), or a diffusers folder")
+    g.add_argument("--unet", type=Path, default=None,
+                   help="a UNet-only file used instead of the checkpoint's UNet, e.g. AnimateLCM-SVD-xt-1.1.safetensors "
+                        "(its preset, 4 lcm steps, then comes from its name)")
     g.add_argument("--image", required=True, type=Path, help="input image (any format Pillow reads)")
     g.add_argument("--end-image", type=Path, default=None,
                    help="last frame: the video ends on it (ViBiDSampler; fitted like --image)")
@@ -53,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--min-cfg", type=float, default=None, help="guidance scale on the first frame (default: the preset's)")
     g.add_argument("--max-cfg", type=float, default=None, help="guidance scale on the last frame (default: the preset's)")
     g.add_argument("--guidance", choices=GUIDANCE_SCHEDULES, default="linear", help="per-frame guidance schedule")
-    g.add_argument("--sampler", choices=SAMPLER_NAMES, default="euler", help="sampler (the reference uses euler)")
+    g.add_argument("--sampler", choices=SAMPLER_NAMES, default=None,
+                   help="sampler (default: the preset's; euler, the reference's, or lcm for AnimateLCM)")
     g.add_argument("--seed", type=int, default=0, help="random seed (same video on CPU and GPU)")
     g.add_argument("--decode-chunk-size", type=int, default=None, help="frames decoded at once (default 14, the reference's)")
     g.add_argument("--preset", choices=sorted(PRESETS), default=None, help="sampling defaults (default: guessed from the file name)")
@@ -142,6 +146,8 @@ def option_errors(args: argparse.Namespace) -> list[str]:
         errors.append(check_number("fps", args.fps_id + 1, lambda _: "--fps-id + 1") or "")
     if args.decode_chunk_size is not None and args.decode_chunk_size < 1:
         errors.append(f"--decode-chunk-size must be at least 1 frame, got {args.decode_chunk_size}")
+    if args.sampler is not None and args.steps is not None:
+        errors.extend(schedule_errors(args.sampler, args.steps, label=_option))
     return [e for e in errors if e]
 
 
@@ -174,7 +180,7 @@ def run_generate(args: argparse.Namespace) -> int:
     dtype = DTYPES.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
     try:
         models = load_models(args.checkpoint, dtype=dtype, device=device, preset=args.preset,
-                             vae_dtype=DTYPES[args.vae_dtype], compile=args.compile)
+                             vae_dtype=DTYPES[args.vae_dtype], compile=args.compile, unet=args.unet)
     except CheckpointError as e:
         log.error("%s", e)
         return 2
@@ -183,6 +189,10 @@ def run_generate(args: argparse.Namespace) -> int:
     image = fit_image(load_image(args.image), width, height, args.resize)
     end_image = None if args.end_image is None else fit_image(load_image(args.end_image), width, height, args.resize)
     steps = args.steps or (VIBID_STEPS if (args.end_image is not None or args.loop) else s.num_steps)
+    errors = schedule_errors(args.sampler or s.sampler, steps, label=_option)  # the preset's sampler, now known
+    if errors:
+        log.error("%s", errors[0])
+        return 2
     log.info("%s: %dx%d, %s frames, %d steps, seed %d", models.config.name, width, height, args.frames or s.num_frames, steps, args.seed)
     fps = args.fps if args.fps is not None else s.fps_id + 1
     video = generate(

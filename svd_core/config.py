@@ -10,6 +10,15 @@ Every sampling constant comes from Stability-AI/generative-models:
   sgm/modules/diffusionmodules/discretizer.py).
 SVD-XT 1.1 was fine-tuned at fixed fps 6 and motion bucket 127 (its model card), which is why those are
 the defaults for every preset.
+
+AnimateLCM-SVD-xt (Wang et al. 2024, "AnimateLCM: Computation-Efficient Personalized Style Video Generation
+without Personalized Video Data"; weights wangfuyun/AnimateLCM-SVD-xt) is a consistency-distilled SVD-XT
+UNet. Its constants come from G-U-N/AnimateLCM, animatelcm_svd/app.py: the scheduler
+AnimateLCMSVDStochasticIterativeScheduler(num_train_timesteps=40, sigma_min=0.002, sigma_max=700.0,
+sigma_data=1.0, s_noise=1.0, rho=7, clip_denoised=False) and `sample()`'s defaults num_inference_steps 4,
+min_guidance_scale 1, max_guidance_scale 1.2, motion_bucket_id 80, decoding_t 4, width 1024, height 576.
+It leaves the pipeline's fps 7 (fps_id = fps - 1 = 6, animatelcm_svd/pipeline.py; its fps_id 8 only names
+the mp4's frame rate), noise_aug_strength 0.02 and num_frames 25 (the SVD-XT base) as they are.
 """
 from __future__ import annotations
 
@@ -48,6 +57,7 @@ class SamplingConfig:
     sigma_min: float = SIGMA_MIN
     sigma_max: float = SIGMA_MAX
     rho: float = RHO
+    sampler: str = "euler"  # the reference's EulerEDMSampler; "lcm" for consistency-distilled UNets
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,13 @@ class SVDConfig:
         return cls(name="svd_xt_1_1")
 
     @classmethod
+    def animatelcm_svd_xt(cls) -> "SVDConfig":
+        """AnimateLCM-SVD-xt (1.0 and 1.1 files): SVD-XT's networks, its consistency sampler and defaults
+        (module docstring)."""
+        return cls(name="animatelcm_svd_xt", sampling=SamplingConfig(
+            num_steps=4, min_cfg=1.0, max_cfg=1.2, motion_bucket_id=80, decode_chunk_size=4, sampler="lcm"))
+
+    @classmethod
     def tiny(cls) -> "SVDConfig":
         """Tiny random-weight family member for tests: 64x64, 4 frames, 2 steps, runs on a CPU in a second."""
         return cls(
@@ -92,14 +109,18 @@ PRESETS: dict[str, SVDConfig] = {
     "svd": SVDConfig.svd(),
     "svd_xt": SVDConfig.svd_xt(),
     "svd_xt_1_1": SVDConfig.svd_xt_1_1(),
+    "animatelcm_svd_xt": SVDConfig.animatelcm_svd_xt(),
 }
 
 
 def preset_for_filename(name: str) -> str:
-    """Guess the preset from a checkpoint's file or folder name (the three official files share every
-    tensor shape, so the name is the only hint): 'svd_xt_1_1...' -> svd_xt_1_1, 'svd_xt...' -> svd_xt,
-    'svd...' / 'stable-video-diffusion-img2vid' (no 'xt') -> svd; anything else -> svd_xt_1_1."""
+    """Guess the preset from a checkpoint's file or folder name (the official files share every tensor
+    shape, so the name is the only hint): 'AnimateLCM-SVD-xt...' (either version) -> animatelcm_svd_xt,
+    'svd_xt_1_1...' -> svd_xt_1_1, 'svd_xt...' -> svd_xt, 'svd...' / 'stable-video-diffusion-img2vid'
+    (no 'xt') -> svd; anything else -> svd_xt_1_1."""
     n = name.lower().replace("-", "_")
+    if "animatelcm" in n or "animate_lcm" in n:
+        return "animatelcm_svd_xt"
     if "xt" in n:
         return "svd_xt_1_1" if ("1_1" in n or "1.1" in n) else "svd_xt"
     if "svd" in n or "img2vid" in n or "video_diffusion" in n:

@@ -53,7 +53,7 @@ def extend(
     min_cfg: float | None = None,
     max_cfg: float | None = None,
     guidance: str = "linear",
-    sampler: str = "euler",
+    sampler: str | None = None,
     seed: int = 0,
     color_anchor: bool = True,
     video_latents: Tensor | None = None,
@@ -90,6 +90,7 @@ def extend(
     motion_bucket_id = s.motion_bucket_id if motion_bucket_id is None else motion_bucket_id
     cond_aug = s.cond_aug if cond_aug is None else cond_aug
     min_cfg = s.min_cfg if min_cfg is None else min_cfg
+    sampler = s.sampler if sampler is None else sampler
     max_cfg = s.max_cfg if max_cfg is None else max_cfg
 
     f = models.vae.config.downscale
@@ -118,7 +119,7 @@ def extend(
 
         z = sample_video(models.unet, positive, negative, noise, num_steps=num_steps, min_cfg=min_cfg, max_cfg=max_cfg,
                          guidance=guidance, sampler=sampler, sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho,
-                         generator=gens[0], callback=on_step, hold=HeldFrames(tuple(range(overlap)), last.to(noise)))
+                         generator=gens, callback=on_step, hold=HeldFrames(tuple(range(overlap)), last.to(noise)))
         new = decode_latents(models.vae, z, decode_chunk_size=chunk)[:, overlap:]
         if color_anchor:
             new = match_colour(new, video.float())

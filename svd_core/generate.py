@@ -32,7 +32,7 @@ def generate(
     min_cfg: float | None = None,
     max_cfg: float | None = None,
     guidance: str = "linear",
-    sampler: str = "euler",
+    sampler: str | None = None,
     seed: int = 0,
     noise: Tensor | None = None,
     decode_chunk_size: int | None = None,
@@ -44,11 +44,12 @@ def generate(
 ) -> Tensor:
     """B images (B, 3, H, W) in [0, 1] -> B videos (B, T, 3, H, W) float32 in [0, 1].
 
-    Unset num_frames / num_steps / min_cfg / max_cfg / fps_id / motion_bucket_id / cond_aug / decode chunk
-    come from the loaded preset (SVD: 14 frames, 25 steps, 1.0-2.5; SVD-XT and XT 1.1: 25 frames, 30 steps,
-    1.5-3.0; all: fps_id 6, motion bucket 127, cond_aug 0.02, 14 frames a decode chunk). Video i has its
+    Unset num_frames / num_steps / min_cfg / max_cfg / fps_id / motion_bucket_id / cond_aug / decode chunk /
+    sampler come from the loaded preset (SVD: 14 frames, 25 steps, 1.0-2.5; SVD-XT and XT 1.1: 25 frames,
+    30 steps, 1.5-3.0; these three: fps_id 6, motion bucket 127, cond_aug 0.02, 14 frames a decode chunk,
+    euler; AnimateLCM-SVD-xt: 4 steps of the lcm sampler, 1.0-1.2, motion bucket 80, chunk 4). Video i has its
     own CPU generator seeded with seed + i (see `video_seeds`), which draws its initial latent noise
-    (T, C, H/8, W/8) first, then its augmentation noise (3, H, W): video i of a batch is the video its
+    (T, C, H/8, W/8) first, then its augmentation noise (3, H, W), then any noise the sampler adds: video i of a batch is the video its
     image gives alone with seed + i, on any device. `noise` (B, T, C, H/8, W/8) replaces the first draws
     (they are still made, so the augmentation noise stays the same).
 
@@ -69,6 +70,7 @@ def generate(
     num_frames = s.num_frames if num_frames is None else num_frames
     num_steps = (VIBID_STEPS if keyframed else s.num_steps) if num_steps is None else num_steps
     min_cfg = s.min_cfg if min_cfg is None else min_cfg
+    sampler = s.sampler if sampler is None else sampler
     max_cfg = s.max_cfg if max_cfg is None else max_cfg
     fps_id = s.fps_id if fps_id is None else fps_id
     motion_bucket_id = s.motion_bucket_id if motion_bucket_id is None else motion_bucket_id
@@ -104,7 +106,7 @@ def generate(
         z = sample_video(
             models.unet, positive, negative, drawn,
             num_steps=num_steps, min_cfg=min_cfg, max_cfg=max_cfg, guidance=guidance, sampler=sampler,
-            sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho, generator=gens[0], callback=callback,
+            sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho, generator=gens, callback=callback,
         )
         return decode_latents(models.vae, z, decode_chunk_size=chunk)
     last = image if end_image is None else end_image

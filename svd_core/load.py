@@ -187,7 +187,7 @@ def _check(path: Path, part: str, found: Mapping[str, tuple[int, ...]], expected
     raise CheckpointError("\n".join(lines))
 
 
-def _configs_from_shapes(path: Path, shapes: Mapping[str, Mapping[str, tuple[int, ...]]],
+def _configs_from_shapes(paths: Mapping[str, Path], shapes: Mapping[str, Mapping[str, tuple[int, ...]]],
                          spells: Mapping[str, Spell]) -> tuple[UNetConfig, ImageEncoderConfig, VAEConfig]:
     readers: dict[str, Callable[[Mapping[str, Any]], Any]] = {
         "unet": UNetConfig.from_shapes, "image_encoder": ImageEncoderConfig.from_shapes, "vae": VAEConfig.from_shapes}
@@ -197,7 +197,7 @@ def _configs_from_shapes(path: Path, shapes: Mapping[str, Mapping[str, tuple[int
             configs[part] = read(shapes[part])
         except (ValueError, KeyError, IndexError) as e:
             known = set(shapes[part]) | set(_probe_shapes().get(part, {}))
-            raise CheckpointError(f"checkpoint '{path}' is not an SVD model: {_respell(str(e), part, spells[part], known)}") from e
+            raise CheckpointError(f"checkpoint '{paths[part]}' is not an SVD model: {_respell(str(e), part, spells[part], known)}") from e
     return configs["unet"], configs["image_encoder"], configs["vae"]
 
 
@@ -322,6 +322,73 @@ def _diffusers_headers(folder: Path) -> dict[str, dict[str, _Tensor]]:
     return out
 
 
+# --- a UNet-only file (AnimateLCM-SVD-xt and other fine-tunes of the UNet alone) ------------------
+
+UNET_PREFIX = SINGLE_FILE_PREFIXES["unet"][""]  # model.diffusion_model.
+
+
+def _unet_file_sources(path: Path) -> tuple[dict[str, _Tensor], str]:
+    """Our UNet names -> the tensors of a UNet-only file, and its layout: "diffusers" (diffusers'
+    UNetSpatioTemporalConditionModel names, how AnimateLCM-SVD-xt ships: G-U-N/AnimateLCM app.py loads it
+    with pipe.unet.load_state_dict(strict=True)), "single" (the official names with their
+    `model.diffusion_model.` prefix, e.g. a whole checkpoint) or "bare" (the same without the prefix).
+    A file or a folder of .safetensors shards (diffusers' unet/ subfolder)."""
+    if not path.exists():
+        raise CheckpointError(
+            f"unet file '{path}' does not exist. AnimateLCM-SVD-xt's UNets (AnimateLCM-SVD-xt.safetensors, "
+            "AnimateLCM-SVD-xt-1.1.safetensors, 6.1 GB each) are published on Hugging Face "
+            "(wangfuyun/AnimateLCM-SVD-xt); in ComfyUI put them in ComfyUI/models/diffusion_models/")
+    header: dict[str, _Tensor] = {}
+    for f in (_safetensors_in(path) if path.is_dir() else [path]):
+        header.update(read_header(f))
+    if any(k.startswith(UNET_PREFIX) for k in header):
+        return {k[len(UNET_PREFIX):]: t for k, t in header.items() if k.startswith(UNET_PREFIX)}, "single"
+    if any(k.startswith("input_blocks.") for k in header):
+        return dict(header), "bare"
+    if not any(k.startswith("down_blocks.") for k in header):
+        raise CheckpointError(
+            f"unet file '{path}' is not an SVD UNet: none of its {len(header)} tensors (e.g. {sorted(header)[:3]}) "
+            f"starts with '{UNET_PREFIX}', 'input_blocks.' or diffusers' 'down_blocks.'")
+    meta = {k: torch.empty(t.shape, device="meta") for k, t in header.items()}
+    try:
+        ours = convert_unet.from_folder(meta)
+    except (KeyError, ValueError, RuntimeError, IndexError) as e:
+        raise CheckpointError(f"unet file '{path}' is not an SVD UNet in diffusers' layout: {e}") from e
+    origin = {id(v): k for k, v in meta.items()}  # the UNet's renaming passes each tensor through as it is
+    return {name: header[origin[id(v)]] for name, v in ours.items()}, "diffusers"
+
+
+def _unet_spelling(sources: Mapping[str, _Tensor], layout: str, names: Mapping[str, tuple[int, ...]]) -> Spell:
+    """How a UNet-only file spells our names: its own key where it has the tensor, else the name its
+    layout would give it."""
+    folder_names: dict[str, list[str]] | None = None
+
+    def spell(name: str) -> str:
+        nonlocal folder_names
+        t = sources.get(name)
+        if t is not None:
+            return f"'{t.key}'"
+        if layout == "diffusers":
+            if folder_names is None:
+                folder_names = _folder_names("unet", names)
+            return " / ".join(f"'{k}'" for k in folder_names.get(name, [name]))
+        return f"'{UNET_PREFIX + name if layout == 'single' else name}'"
+
+    return spell
+
+
+def _check_unet_fits(path: Path, unet: UNetConfig, clip: ImageEncoderConfig, vae: VAEConfig) -> None:
+    """A UNet from another file must take the checkpoint's latents and image embedding."""
+    wrong = []
+    if unet.in_channels != 2 * vae.latent_channels or unet.out_channels != vae.latent_channels:
+        wrong.append(f"it takes {unet.in_channels} input / {unet.out_channels} output channels, the VAE's latents "
+                     f"need {2 * vae.latent_channels} / {vae.latent_channels}")
+    if unet.context_dim != clip.embed_dim:
+        wrong.append(f"its context_dim is {unet.context_dim}, the image encoder's embedding has {clip.embed_dim}")
+    if wrong:
+        raise CheckpointError(f"unet file '{path}' does not fit the checkpoint's other parts: " + "; ".join(wrong))
+
+
 # --- public entry point --------------------------------------------------------------------------
 
 def load_models(
@@ -334,6 +401,7 @@ def load_models(
     weight_dtype: torch.dtype | None = None,
     ops: Ops = torch.nn,
     compile: bool = False,
+    unet: str | os.PathLike[str] | None = None,
 ) -> SVDModels:
     """Load an SVD checkpoint: the official single .safetensors file, or a diffusers folder.
 
@@ -345,7 +413,10 @@ def load_models(
     torch.float8_e4m3fn, which `ops` must then cast per call (ComfyUI's comfy.ops.manual_cast does);
     `ops`, the namespace the layers are made from (torch.nn; a host's casting layers);
     `preset` picks the sampling defaults (svd / svd_xt / svd_xt_1_1; guessed from the name when None);
-    `compile` compiles the UNet and the temporal decoder (speed.compile_models; eager where it cannot).
+    `compile` compiles the UNet and the temporal decoder (speed.compile_models; eager where it cannot);
+    `unet`, a UNet-only file (or folder of shards) used instead of the checkpoint's UNet, which is then not
+    read: e.g. AnimateLCM-SVD-xt, in diffusers' names as it ships (see `_unet_file_sources`); the preset is
+    then guessed from its name (AnimateLCM-SVD-xt*.safetensors -> animatelcm_svd_xt).
     Raises CheckpointError, naming the file and the first offending keys, for anything else.
     """
     path = Path(path)
@@ -368,21 +439,34 @@ def load_models(
                 renamed["vae"].update(_identity_quant_conv(path, renamed["vae"]["encoder.conv_out.weight"]))
             log.warning("'%s' is a ComfyUI-saved SVD checkpoint: the conditioning frame is encoded like ComfyUI does "
                         "(first-stage encoder, no quant_conv), not like the reference", path.name)
+    paths = {part: path for part in PARTS}
+    unet_layout: str | None = None
+    if unet is not None:
+        paths["unet"] = Path(unet)
+        renamed["unet"], unet_layout = _unet_file_sources(paths["unet"])
     shapes = {part: {k: t.shape for k, t in src.items()} for part, src in renamed.items()}
     probe = _probe_shapes()  # full-size names: enough to spell what a config reader complains about
-    spells = {part: _spelling(path, part, renamed[part], probe[part]) for part in PARTS}
-    unet_cfg, clip_cfg, vae_cfg = _configs_from_shapes(path, shapes, spells)
-    name = preset or preset_for_filename(path.name)
+
+    def spelling(part: str, names: Mapping[str, tuple[int, ...]]) -> Spell:
+        if part == "unet" and unet_layout is not None:
+            return _unet_spelling(renamed["unet"], unet_layout, names)
+        return _spelling(path, part, renamed[part], names)
+
+    spells = {part: spelling(part, probe[part]) for part in PARTS}
+    unet_cfg, clip_cfg, vae_cfg = _configs_from_shapes(paths, shapes, spells)
+    if unet is not None:
+        _check_unet_fits(paths["unet"], unet_cfg, clip_cfg, vae_cfg)
+    name = preset or preset_for_filename(paths["unet"].name if unet is not None else path.name)
     if name not in PRESETS:
         raise CheckpointError(f"preset '{name}' is unknown; expected one of {sorted(PRESETS)}")
     config = SVDConfig(name=name, unet=unet_cfg, vae=vae_cfg, image_encoder=clip_cfg, sampling=PRESETS[name].sampling)
     expected = _expected_shapes(config)
     for part in PARTS:
-        _check(path, part, shapes[part], expected[part], _spelling(path, part, renamed[part], expected[part]))
+        _check(paths[part], part, shapes[part], expected[part], spelling(part, expected[part]))
         bad = [t for t in renamed[part].values() if t.dtype not in ("F32", "F16", "BF16", "F64", IDENTITY)]
         if bad:
             raise CheckpointError(
-                f"checkpoint '{path}': tensor '{bad[0].key}' has dtype {bad[0].dtype}; expected F32, F16 or BF16"
+                f"checkpoint '{bad[0].file}': tensor '{bad[0].key}' has dtype {bad[0].dtype}; expected F32, F16 or BF16"
             )
 
     if weight_dtype is not None and weight_dtype not in WEIGHT_DTYPES:
@@ -390,7 +474,9 @@ def load_models(
     models = build_models(config, device="meta", ops=ops)
     for part in PARTS:
         part_dtype = vae_dtype if (part == "vae" and vae_dtype is not None) else dtype
-        if path.is_dir() or (comfy_prefix is not None and part == "image_encoder"):
+        if part == "unet" and unet_layout is not None:  # renamed tensors, read as they are
+            sd = read_tensors(renamed[part], part_dtype, device)
+        elif path.is_dir() or (comfy_prefix is not None and part == "image_encoder"):
             sd = _load_diffusers_part(path, part, tensors[part], part_dtype, device)
         else:
             made = {k: t for k, t in renamed[part].items() if t.dtype == IDENTITY}
@@ -406,7 +492,8 @@ def load_models(
         module.eval().requires_grad_(False)
         set_execution(module, dtype=part_dtype)
         del sd
-    log.info("loaded %s from '%s' as %s (VAE %s) on %s", config.name, path, dtype, vae_dtype or dtype, device)
+    log.info("loaded %s from '%s'%s as %s (VAE %s) on %s", config.name, path,
+             f" with the UNet of '{paths['unet']}'" if unet is not None else "", dtype, vae_dtype or dtype, device)
     if compile:
         from .speed import compile_models
 

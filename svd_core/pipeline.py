@@ -24,7 +24,7 @@ from .image_encoder import ImageEncoder, encode_image
 from .layers import compute_dtype, execution_device
 from .models import SVDModels
 from .sampling import (
-    RHO, SAMPLERS, SIGMA_MAX, SIGMA_MIN, Denoiser, StepHook, initial_noise_scale, karras_sigmas, randn_noise_sampler,
+    RHO, SAMPLERS, SCHEDULES, SIGMA_MAX, SIGMA_MIN, Denoiser, StepHook, initial_noise_scale, randn_noise_sampler,
 )
 from .unet import UNet
 from .vae import VAE
@@ -132,15 +132,28 @@ def encode_conditioning(
     return positive, negative
 
 
-def _unet_inputs(unet: UNet, positive: Conditioning, negative: Conditioning, num_frames: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Stack [negative; positive] (uncond first, like the reference's guider) and repeat over frames."""
+def _unet_inputs(unet: UNet, conds: list[Conditioning], num_frames: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Stack the conditionings (guidance: [negative, positive], uncond first like the reference's guider)
+    and repeat them over frames."""
     device, dtype = _module_device_dtype(unet)
-    both = Conditioning.cat([negative, positive]).to(device)
-    vector = embed_vector(both.vector, unet.config.vector_embed_dim)  # (2B, 3*E)
+    both = Conditioning.cat(conds).to(device)
+    vector = embed_vector(both.vector, unet.config.vector_embed_dim)  # (nB, 3*E)
     crossattn = repeat(both.crossattn, "b n d -> (b t) n d", t=num_frames).to(dtype)
     concat = repeat(both.concat, "b c h w -> (b t) c h w", t=num_frames).to(dtype)
     vector = repeat(vector, "b d -> (b t) d", t=num_frames).to(dtype)
     return crossattn, concat, vector
+
+
+def _preconditioned(unet: UNet, conds: list[Conditioning], num_frames: int) -> VDenoiser:
+    """The EDM-preconditioned UNet (VDenoiser) on the stacked conditionings."""
+    _, dtype = _module_device_dtype(unet)
+    crossattn, concat, vector = _unet_inputs(unet, conds, num_frames)
+
+    def network(x_in: Tensor, c_noise: Tensor) -> Tensor:  # F(c_in * x; c_noise), x_in (n*B*T, C, h, w)
+        # The conditioning latent is concatenated AFTER the c_in scaling, unscaled (sgm OpenAIWrapper).
+        return unet(torch.cat([x_in, concat], dim=1), c_noise, crossattn, vector, num_frames=num_frames)  # c_noise stays fp32
+
+    return VDenoiser(network, dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -181,14 +194,27 @@ class HeldFrames:
 def guided_denoiser(unet: UNet, positive: Conditioning, negative: Conditioning, num_frames: int, scales: Tensor) -> GuidedDenoiser:
     """D(x, sigma) for x (B*T, C, h, w): the EDM-preconditioned UNet (VDenoiser) on the conditioning,
     cond and uncond in one batch, guided per frame with `scales` (T,)."""
-    _, dtype = _module_device_dtype(unet)
-    crossattn, concat, vector = _unet_inputs(unet, positive, negative, num_frames)
+    return GuidedDenoiser(_preconditioned(unet, [negative, positive], num_frames), scales)
 
-    def network(x_in: Tensor, c_noise: Tensor) -> Tensor:  # F(c_in * x; c_noise), x_in (2*B*T, C, h, w)
-        # The conditioning latent is concatenated AFTER the c_in scaling, unscaled (sgm OpenAIWrapper).
-        return unet(torch.cat([x_in, concat], dim=1), c_noise, crossattn, vector, num_frames=num_frames)  # c_noise stays fp32
 
-    return GuidedDenoiser(VDenoiser(network, dtype=dtype), scales)
+def conditional_denoiser(unet: UNet, positive: Conditioning, num_frames: int) -> Denoiser:
+    """D(x, sigma) on the positive conditioning alone: what guidance at scale 1 on every frame amounts to
+    (D_u + 1 * (D_c - D_u) = D_c, up to rounding), at half the UNet batch. diffusers' SVD pipeline skips
+    the unconditional half the same way when no scale exceeds 1 (do_classifier_free_guidance)."""
+    return _preconditioned(unet, [positive], num_frames)
+
+
+def _video_noise_sampler(generators: list[torch.Generator], num_frames: int, device: torch.device) -> Callable[[Tensor], Tensor]:
+    """Fresh standard-normal noise like a "(b t)"-folded x, video i's frames drawn on the CPU from
+    generators[i]: each video's draws depend on its own generator only (a seed per video), and are the
+    same numbers on every device."""
+
+    def noise(like: Tensor) -> Tensor:
+        per_video = (num_frames, *like.shape[1:])
+        drawn = [torch.randn(per_video, generator=g, dtype=torch.float32) for g in generators]
+        return rearrange(torch.stack(drawn), "b t ... -> (b t) ...").to(device=device, dtype=like.dtype)
+
+    return noise
 
 
 def sample_video(
@@ -211,7 +237,7 @@ def sample_video(
     s_tmin: float = 0.0,
     s_tmax: float = float("inf"),
     s_noise: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     callback: StepCallback | None = None,
     denoiser_wrapper: Callable[[Denoiser], Denoiser] | None = None,
     hold: HeldFrames | None = None,
@@ -231,7 +257,13 @@ def sample_video(
     - `hold` keeps chosen frames at given latents: before the first step and after every step they are
       set to latents + sigma * noise (their own initial noise, at the level the step reached), so they
       end exactly at the given latents.
-    Churn (s_churn > 0) needs a stochastic sampler (SAMPLERS[name].stochastic).
+    The sampler's levels come from its schedule (SAMPLERS[name].schedule: the Karras schedule, or the
+    consistency grid of `lcm_sigmas` for "lcm"), with sigma_min, sigma_max and rho.
+    Churn (s_churn > 0) needs a churn sampler (SAMPLERS[name].churn). Fresh noise (churn, or the "lcm"
+    sampler's re-noising) is drawn on the CPU from `generator`: one generator for the whole batch, or a
+    list of B, one per video (video i then depends on generators[i] alone); None: seed 0.
+    When every frame's guidance scale is exactly 1 the unconditional half is skipped
+    (`conditional_denoiser`): half the UNet batch, the same frames up to rounding.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler {sampler!r} is unknown; expected one of {SAMPLER_NAMES}")
@@ -241,15 +273,21 @@ def sample_video(
     if positive.batch_size != b or negative.batch_size != b:
         raise ValueError(f"conditioning is for {positive.batch_size} video(s), the noise for {b}")
     spec = SAMPLERS[sampler]
-    if s_churn > 0 and not spec.stochastic:
-        raise ValueError(f"s_churn is {s_churn}, but sampler {sampler!r} adds no fresh noise; use one of "
-                         f"{tuple(n for n, v in SAMPLERS.items() if v.stochastic)} or s_churn 0")
+    if s_churn > 0 and not spec.churn:
+        raise ValueError(f"s_churn is {s_churn}, but sampler {sampler!r} takes no churn; use one of "
+                         f"{tuple(n for n, v in SAMPLERS.items() if v.churn)} or s_churn 0")
+    if isinstance(generator, list) and len(generator) != b:
+        raise ValueError(f"generator is a list of {len(generator)} generators for {b} video(s); give one per video")
     if hold is not None:
         hold.check(noise.shape)
     device, _ = _module_device_dtype(unet)
     scales = guidance_scales(guidance, t, min_cfg, max_cfg)
-    sigmas = karras_sigmas(num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, denoise=denoise).to(device)
-    denoiser: Denoiser = guided_denoiser(unet, positive, negative, t, scales)
+    sigmas = SCHEDULES[spec.schedule](num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, denoise=denoise).to(device)
+    denoiser: Denoiser
+    if bool((scales == 1.0).all()):
+        denoiser = conditional_denoiser(unet, positive, t)
+    else:
+        denoiser = guided_denoiser(unet, positive, negative, t, scales)
     if denoiser_wrapper is not None:
         denoiser = denoiser_wrapper(denoiser)
     start = initial_noise_scale(sigmas[0]) if denoise == 1.0 else sigmas[0]
@@ -268,10 +306,15 @@ def sample_video(
             callback(i + 1, total, rearrange(denoised, "(b t) c h w -> b t c h w", t=t))
 
     kwargs: dict[str, object] = {"callback": on_step, "step_hook": step_hook}
-    if spec.stochastic:
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        kwargs.update(s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise,
-                      noise_sampler=_device_noise(randn_noise_sampler(gen), device))
+    if spec.needs_noise:
+        if isinstance(generator, list):
+            fresh = _video_noise_sampler(generator, t, device)
+        else:
+            gen = generator if generator is not None else torch.Generator().manual_seed(0)
+            fresh = _device_noise(randn_noise_sampler(gen), device)
+        kwargs.update(s_noise=s_noise, noise_sampler=fresh)
+    if spec.churn:
+        kwargs.update(s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax)
     with torch.inference_mode():
         out = spec(denoiser, x, sigmas, **kwargs)
     return rearrange(out, "(b t) c h w -> b t c h w", t=t)

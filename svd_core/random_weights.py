@@ -94,3 +94,29 @@ def save_random_checkpoint(
         sd = comfyui_layout(sd)
     save_file(sd, str(path), metadata={"format": "pt", "svd_core": "random weights"})
     return path
+
+
+def save_random_unet(
+    path: str | os.PathLike[str],
+    config: SVDConfig | None = None,
+    *,
+    seed: int = 1,
+    dtype: torch.dtype = torch.float32,
+    layout: str = "diffusers",
+) -> Path:
+    """Write a random-weight UNet-only file; returns its path. `layout="diffusers"` (the default) uses
+    diffusers' UNetSpatioTemporalConditionModel names without a prefix, in fp32: how AnimateLCM-SVD-xt ships
+    its UNets (wangfuyun/AnimateLCM-SVD-xt); "bare" uses the official names without `model.diffusion_model.`."""
+    from .convert.unet import to_folder
+
+    if layout not in ("diffusers", "bare"):
+        raise ValueError(f"layout must be 'diffusers' or 'bare', got {layout!r}")
+    prefix = SINGLE_FILE_PREFIXES["unet"][""]
+    sd = random_state_dict(config or SVDConfig.tiny(), seed=seed, dtype=dtype)
+    unet = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    if layout == "diffusers":
+        unet = {k: v.contiguous() for k, v in to_folder(unet).items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(unet, str(path), metadata={"format": "pt", "svd_core": "random UNet weights"})
+    return path

@@ -23,13 +23,16 @@ __all__ = [
     "SamplerSpec",
     "StepHook",
     "SAMPLERS",
+    "SCHEDULES",
     "get_sigmas_karras",
     "karras_sigmas",
+    "lcm_sigmas",
     "initial_noise_scale",
     "randn_noise_sampler",
     "sample_dpmpp_2m",
     "sample_euler",
     "sample_heun",
+    "sample_lcm",
 ]
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
@@ -105,6 +108,41 @@ def karras_sigmas(num_steps: int, *, sigma_min: float, sigma_max: float, rho: fl
         raise ValueError(f"denoise {denoise} with {num_steps} steps needs a schedule of {total} steps "
                          f"(at most {MAX_SCHEDULE}); raise denoise")
     return get_sigmas_karras(total, sigma_min, sigma_max, rho)[-(num_steps + 1):]
+
+
+# AnimateLCM-SVD-xt's consistency schedule (G-U-N/AnimateLCM, animatelcm_svd/app.py, the arguments of
+# AnimateLCMSVDStochasticIterativeScheduler): num_train_timesteps 40, sigma_min 0.002, sigma_max 700, rho 7,
+# sigma_data 1, s_noise 1, clip_denoised False. Its sigma_min / sigma_max / rho are SVD's own.
+LCM_TRAIN_STEPS = 40
+
+
+def lcm_sigmas(num_steps: int, *, sigma_min: float, sigma_max: float, rho: float, denoise: float = 1.0,
+               num_train_timesteps: int = LCM_TRAIN_STEPS) -> Tensor:
+    """The levels of AnimateLCM's consistency sampler, float32 (num_steps + 1,), ending in 0.
+
+    The distillation was trained on a grid of `num_train_timesteps` Karras levels, sigma_k at ramp k / (T-1);
+    N steps visit grid indices 0, r, 2r, ..., (N-1) r with r = T // N (animatelcm_scheduler.py set_timesteps:
+    step_ratio = num_train_timesteps // num_inference_steps; the ramp is timesteps / (num_train_timesteps - 1)
+    through _convert_to_karras), then 0. For 4 steps: 700, 128.56, 13.678, 0.49686, 0.
+    denoise < 1 takes the last num_steps + 1 entries of the schedule of int(num_steps / denoise) steps, as
+    `karras_sigmas` does; that schedule may not have more than `num_train_timesteps` steps.
+    """
+    if not 0.0 < denoise <= 1.0:
+        raise ValueError(f"denoise must be in (0, 1], got {denoise}")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+    if not 0.0 < sigma_min <= sigma_max:
+        raise ValueError(f"need 0 < sigma_min <= sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    total = num_steps if denoise == 1.0 else max(num_steps, int(num_steps / denoise))
+    if total > num_train_timesteps:
+        what = f"{num_steps} steps" if denoise == 1.0 else f"{num_steps} steps at denoise {denoise} ({total} levels)"
+        raise ValueError(f"the lcm sampler takes at most {num_train_timesteps} steps (the consistency model's "
+                         f"training levels); got {what}")
+    ratio = num_train_timesteps // total
+    ramp = torch.arange(total, dtype=torch.float64) * ratio / (num_train_timesteps - 1)  # grid index / (T - 1)
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    sigmas = ((hi + ramp * (lo - hi)) ** rho).to(torch.float32)
+    return torch.cat([sigmas, sigmas.new_zeros(1)])[-(num_steps + 1):]
 
 
 def initial_noise_scale(sigma0: Tensor) -> Tensor:
@@ -270,21 +308,69 @@ def sample_dpmpp_2m(
     return x
 
 
+def sample_lcm(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise_sampler: Optional[NoiseSampler] = None,
+    s_noise: float = 1.0,
+    callback: Optional[SamplerCallback] = None,
+    step_hook: Optional[StepHook] = None,
+) -> Tensor:
+    """Consistency multistep sampling (Song et al. 2023, "Consistency Models", Algorithm 1), as AnimateLCM
+    runs it (animatelcm_scheduler.py step): at each level the model's clean estimate D(x, sigma_i), then fresh
+    noise at the next level, x = D + s_noise * sigma_{i+1} * z, z ~ N(0, I). The step to 0 adds none (the
+    scheduler's z * 0; no noise is drawn then, so one step draws none, like its one-step case).
+    Meant for consistency-distilled models on `lcm_sigmas`; an ordinary diffusion model gives blurry frames.
+    """
+    n_steps = len(sigmas) - 1
+    levels = host_levels(sigmas)
+    if noise_sampler is None and any(v > 0 for v in levels[1:]):
+        raise ValueError("the lcm sampler adds fresh noise at every step but the last: pass a noise_sampler "
+                         "(e.g. randn_noise_sampler(gen))")
+    for i in range(n_steps):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = denoiser(x, _per_sample(sigma, x))
+        if callback is not None:
+            callback(i, n_steps, x, denoised, sigma)
+        if levels[i + 1] > 0:
+            assert noise_sampler is not None
+            x = denoised + noise_sampler(denoised) * (s_noise * sigma_next)
+        else:
+            x = denoised
+        x = x if step_hook is None else step_hook(i, x, sigma_next)
+    return x
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A sampler and what it needs besides (denoiser, x, sigmas): `stochastic` samplers take EDM's churn
-    settings (s_churn, s_tmin, s_tmax, s_noise) and a noise_sampler; the others take none. Every sampler
-    takes `callback` and `step_hook`. Calling the spec calls the sampler."""
+    """A sampler and what it needs besides (denoiser, x, sigmas): `churn` samplers take EDM's churn settings
+    (s_churn, s_tmin, s_tmax, s_noise) and a noise_sampler; `renoise` samplers draw fresh noise at every step
+    and take a noise_sampler and s_noise; the others take none. Every sampler takes `callback` and
+    `step_hook`. `schedule` names its levels in SCHEDULES. Calling the spec calls the sampler."""
 
     fn: Callable[..., Tensor]
-    stochastic: bool
+    churn: bool = False
+    renoise: bool = False
+    schedule: str = "karras"
+
+    @property
+    def needs_noise(self) -> bool:
+        return self.churn or self.renoise
 
     def __call__(self, denoiser: Denoiser, x: Tensor, sigmas: Tensor, **kwargs: object) -> Tensor:
         return self.fn(denoiser, x, sigmas, **kwargs)
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
-    "euler": SamplerSpec(sample_euler, stochastic=True),
-    "heun": SamplerSpec(sample_heun, stochastic=True),
-    "dpmpp_2m": SamplerSpec(sample_dpmpp_2m, stochastic=False),
+    "euler": SamplerSpec(sample_euler, churn=True),
+    "heun": SamplerSpec(sample_heun, churn=True),
+    "dpmpp_2m": SamplerSpec(sample_dpmpp_2m),
+    "lcm": SamplerSpec(sample_lcm, renoise=True, schedule="lcm"),
 }
+
+ScheduleFn = Callable[..., Tensor]
+"""schedule(num_steps, *, sigma_min, sigma_max, rho, denoise) -> sigmas (num_steps + 1,), ending in 0."""
+
+SCHEDULES: dict[str, ScheduleFn] = {"karras": karras_sigmas, "lcm": lcm_sigmas}

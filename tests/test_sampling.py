@@ -23,9 +23,15 @@ from svd_core.sampling import (
     sample_dpmpp_2m,
     sample_euler,
     sample_heun,
+    sample_lcm,
 )
 
 MU, S_D = 0.3, 0.5
+
+
+def noise_kwargs(name: str, seed: int = 0) -> dict[str, object]:
+    """What a sampler that draws fresh noise needs (SAMPLERS[name].renoise); nothing for the others."""
+    return {"noise_sampler": randn_noise_sampler(torch.Generator().manual_seed(seed))} if SAMPLERS[name].renoise else {}
 
 
 def gaussian_denoiser(x: Tensor, sigma: Tensor) -> Tensor:
@@ -269,7 +275,7 @@ def test_samplers_do_not_mutate_inputs(name: str) -> None:
     x = torch.randn(2, 3, 4, 4)
     sigmas = get_sigmas_karras(5, sigma_max=80.0)
     x0, s0 = x.clone(), sigmas.clone()
-    out = SAMPLERS[name](gaussian_denoiser, x, sigmas)
+    out = SAMPLERS[name](gaussian_denoiser, x, sigmas, **noise_kwargs(name))
     assert torch.equal(x, x0) and torch.equal(sigmas, s0)
     assert not torch.equal(out, x)
 
@@ -348,6 +354,61 @@ def test_the_sampling_loop_reads_no_tensor_value_on_the_host(name: str) -> None:
     for steps in (2, 6):
         sigmas = get_sigmas_karras(steps, 0.002, 80.0, 7.0)
         with CountReads() as mode:
-            SAMPLERS[name](denoiser, x * 80.0, sigmas)
+            SAMPLERS[name](denoiser, x * 80.0, sigmas, **noise_kwargs(name))
         reads.append(mode.reads)
     assert reads[0] == reads[1], reads
+
+
+# --- the consistency sampler of AnimateLCM-SVD-xt ----------------------------------------------------
+
+def test_lcm_sigmas_are_the_consistency_grid() -> None:
+    """The levels by their definition (G-U-N/AnimateLCM animatelcm_scheduler.py set_timesteps, computed here
+    in float64): grid indices k * (40 // N) of 40 Karras levels at ramp index / 39, then 0."""
+    from svd_core.sampling import lcm_sigmas
+
+    def grid(n: int) -> list[float]:
+        lo, hi = 0.002 ** (1 / 7), 700.0 ** (1 / 7)
+        return [(hi + (k * (40 // n) / 39) * (lo - hi)) ** 7 for k in range(n)] + [0.0]
+
+    for n in (1, 2, 3, 4, 6, 8, 25, 40):
+        got = lcm_sigmas(n, sigma_min=0.002, sigma_max=700.0, rho=7.0)
+        assert got.dtype == torch.float32 and got.shape == (n + 1,)
+        torch.testing.assert_close(got.double(), torch.tensor(grid(n), dtype=torch.float64), rtol=1e-6, atol=0)
+    # the published 4-step levels (700, 128.56, 13.678, 0.4969) and the last level 40 steps reach: sigma_min
+    torch.testing.assert_close(lcm_sigmas(4, sigma_min=0.002, sigma_max=700.0, rho=7.0)[:4],
+                               torch.tensor([700.0, 128.564, 13.678, 0.49688]), rtol=5e-5, atol=0)
+    assert lcm_sigmas(40, sigma_min=0.002, sigma_max=700.0, rho=7.0)[-2].item() == pytest.approx(0.002, rel=1e-5)
+    # a partial denoise: the last levels of the longer schedule
+    torch.testing.assert_close(lcm_sigmas(2, sigma_min=0.002, sigma_max=700.0, rho=7.0, denoise=0.5),
+                               lcm_sigmas(4, sigma_min=0.002, sigma_max=700.0, rho=7.0)[-3:])
+    with pytest.raises(ValueError, match="at most 40 steps"):
+        lcm_sigmas(41, sigma_min=0.002, sigma_max=700.0, rho=7.0)
+    with pytest.raises(ValueError, match="denoise 0.1"):
+        lcm_sigmas(5, sigma_min=0.002, sigma_max=700.0, rho=7.0, denoise=0.1)
+
+
+def test_lcm_step_by_hand() -> None:
+    """x_{i+1} = D(x_i, sigma_i) + s_noise * sigma_{i+1} * z_i, with no noise on the step to 0."""
+    from svd_core.sampling import lcm_sigmas
+
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * 700.0
+    sigmas = lcm_sigmas(3, sigma_min=0.002, sigma_max=700.0, rho=7.0)
+    drawn: list[Tensor] = []
+    inner = randn_noise_sampler(torch.Generator().manual_seed(2))
+
+    def noise(like: Tensor) -> Tensor:
+        drawn.append(inner(like))
+        return drawn[-1]
+
+    out = sample_lcm(gaussian_denoiser, x, sigmas, noise_sampler=noise, s_noise=0.9)
+    assert len(drawn) == 2  # none for the step to 0
+    expected = x
+    for i in range(3):
+        d = gaussian_denoiser(expected, sigmas[i].expand(2))
+        expected = d + 0.9 * sigmas[i + 1] * drawn[i] if i < 2 else d
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    # one step is the consistency function itself and needs no noise
+    torch.testing.assert_close(sample_lcm(gaussian_denoiser, x, sigmas[[0, -1]]),
+                               gaussian_denoiser(x, sigmas[0].expand(2)))
+    with pytest.raises(ValueError, match="noise_sampler"):
+        sample_lcm(gaussian_denoiser, x, sigmas)

@@ -126,7 +126,9 @@ def test_bad_holds_are_refused_naming_them(unet: svd_core.UNet) -> None:
 def test_each_sampler_declares_its_noise_needs(name: str) -> None:
     spec = SAMPLERS[name]
     params = inspect.signature(spec.fn).parameters
-    assert ("noise_sampler" in params and "s_churn" in params) == spec.stochastic
+    assert ("s_churn" in params and "s_tmin" in params and "s_tmax" in params) == spec.churn
+    assert ("noise_sampler" in params and "s_noise" in params) == spec.needs_noise
+    assert spec.schedule in svd_core.sampling.SCHEDULES
     assert "callback" in params and "step_hook" in params
 
 
