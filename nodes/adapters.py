@@ -34,7 +34,7 @@ __all__ = [
     "RESIZE_MODES", "SIZE_MULTIPLE", "ModelHandle", "check_size", "conditioning_errors",
     "empty_latent", "fit_image", "fps_to_fps_id", "frames_to_image", "image_to_bchw",
     "latent_to_video", "latent_video_indices", "make_noise", "match_batches", "parse_dtype", "preview_grid",
-    "repeat_videos", "sampler_errors", "video_generator_seeds", "video_noise", "video_noises", "video_to_latent",
+    "repeat_videos", "sampler_errors", "video_generator_seeds", "video_noise", "video_noise_and_generators", "video_noises", "video_to_latent",
 ]
 
 # The VAE's latent: 4 channels, 8x smaller than the image (svd_core.VAEConfig, from svd_xt_1_1.yaml).
@@ -209,6 +209,13 @@ def video_noise(per_video: tuple[int, ...], seed: int, indices: list[int]) -> Te
     """Noise for one video per entry of `indices`: video j from its own generator seeded seed + indices[j]
     (svd_core.video_seeds), so a video never depends on the others in its batch. (len(indices), *per_video)."""
     return video_noises(per_video, seed, indices, 1)[0]
+
+
+def video_noise_and_generators(per_video: tuple[int, ...], seed: int, indices: list[int]) -> tuple[Tensor, list[torch.Generator]]:
+    """`video_noise` and each video's generator, left just after that draw: whatever the sampler draws next
+    (the lcm sampler's fresh noise, ViBiD's re-noising) also comes from the video's own seed."""
+    gens = [torch.Generator(device="cpu").manual_seed(s) for s in video_generator_seeds(seed, indices)]
+    return torch.stack([torch.randn(per_video, generator=g, dtype=torch.float32) for g in gens]), gens
 
 
 def latent_video_indices(latent: dict[str, Any], num_videos: int, name: str = "latent") -> list[int]:

@@ -92,7 +92,7 @@ class StableVideoExtend(io.ComfyNode):
                 cond_aug: float, color_anchor: bool, frames_per_chunk: int, images: torch.Tensor | None = None,
                 latent: dict[str, Any] | None = None, video: Any = None) -> io.NodeOutput:
         s = model.config.sampling
-        _raise_if(sampler_errors(steps, min_cfg, max_cfg, s.sigma_min, s.sigma_max, s.rho, 1.0))
+        _raise_if(sampler_errors(steps, min_cfg, max_cfg, s.sigma_min, s.sigma_max, s.rho, 1.0, sampler=s.sampler))
         if overlap >= frames:
             raise ValueError(f"overlap must be smaller than frames, got overlap {overlap} with frames {frames}")
         if images is None and video is not None:

@@ -34,7 +34,7 @@ from svd_core.layers import compute_dtype, set_execution
 from .adapters import (
     DTYPE_CHOICES, FPS_KEY, FRAMES_KEY, LATENT_DOWNSCALE, LOOP_KEY, REFERENCE_DECODE_CHUNK, RESIZE_MODES, STORAGE_ONLY, ModelHandle, conditioning_errors,
     empty_latent, fit_image, fps_of, fps_to_fps_id, latent_fps, frames_to_image, image_to_bchw, latent_to_video, latent_video_indices,
-    match_batches, parse_dtype, preview_grid, repeat_videos, sampler_errors, video_generator_seeds, video_noise,
+    match_batches, parse_dtype, preview_grid, repeat_videos, sampler_errors, video_noise_and_generators,
     video_noises, video_to_latent,
 )
 
@@ -82,6 +82,14 @@ def _checkpoint_names() -> list[str]:
     return names
 
 
+NO_UNET = "none"
+
+
+def _unet_names() -> list[str]:
+    """'none', then the files of the diffusion_models folders (models/diffusion_models and models/unet)."""
+    return [NO_UNET, *folder_paths.get_filename_list("diffusion_models")]
+
+
 def _checkpoint_path(name: str) -> str:
     path = folder_paths.get_full_path("checkpoints", name)
     if path is not None:
@@ -120,6 +128,11 @@ class StableVideoCheckpointLoader(io.ComfyNode):
                 io.Boolean.Input("compile", default=False, optional=True,
                                  tooltip="Compile the UNet and decoder with torch.compile: a slow first run per "
                                          "size, faster after. Falls back to eager, with a warning, where it cannot."),
+                io.Combo.Input("unet_name", options=_unet_names(), default=NO_UNET, optional=True,
+                               tooltip="A UNet-only file in models/diffusion_models (or models/unet) used instead of "
+                                       "the checkpoint's UNet, whose weights are then not read: e.g. "
+                                       "AnimateLCM-SVD-xt(-1.1).safetensors, sampled with the lcm sampler in 4 "
+                                       "steps. none: the checkpoint's own UNet."),
             ],
             outputs=[
                 SVDModel.Output(display_name="model", tooltip="The video UNet."),
@@ -129,8 +142,11 @@ class StableVideoCheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, ckpt_name: str, weight_dtype: str, compile: bool = False) -> io.NodeOutput:
+    def execute(cls, ckpt_name: str, weight_dtype: str, compile: bool = False, unet_name: str = NO_UNET) -> io.NodeOutput:
         path = _checkpoint_path(ckpt_name)
+        unet_path = None if unet_name == NO_UNET else folder_paths.get_full_path("diffusion_models", unet_name)
+        if unet_name != NO_UNET and unet_path is None:
+            raise ValueError(f"unet_name: '{unet_name}' was not found in the diffusion_models (unet) folders")
         chosen = parse_dtype(weight_dtype)
         unet_dev, enc_dev, vae_dev = mm.get_torch_device(), mm.text_encoder_device(), mm.vae_device()
         supported = [torch.float16, torch.bfloat16, torch.float32]
@@ -148,9 +164,10 @@ class StableVideoCheckpointLoader(io.ComfyNode):
         ops = comfy.ops.pick_operations(storage, unet_dtype, load_device=unet_dev)
         try:
             models = svd_core.load_models(path, dtype=unet_dtype, vae_dtype=vae_dtype, device=mm.unet_offload_device(),
-                                          weight_dtype=storage, ops=ops)
+                                          weight_dtype=storage, ops=ops, unet=unet_path)
         except svd_core.CheckpointError as e:
-            raise ValueError(f"ckpt_name '{ckpt_name}' cannot be loaded as an SVD model: {e}") from e
+            with_unet = f" with unet_name '{unet_name}'" if unet_path is not None else ""
+            raise ValueError(f"ckpt_name '{ckpt_name}'{with_unet} cannot be loaded as an SVD model: {e}") from e
         encoder = models.image_encoder.to(device=mm.text_encoder_offload_device(), dtype=enc_dtype)
         vae = models.vae.to(device=mm.vae_offload_device())
         set_execution(models.unet, device=unet_dev, dtype=unet_dtype)
@@ -334,7 +351,10 @@ class StableVideoSampler(io.ComfyNode):
                                tooltip="Per-frame guidance: linear min->max (reference), triangle "
                                        "(min at both ends, max mid-video), constant (max_cfg everywhere)."),
                 io.Combo.Input("sampler", options=list(SAMPLER_NAMES), default="euler",
-                               tooltip="Sampler: euler (the reference's EulerEDMSampler), heun, dpmpp_2m."),
+                               tooltip="Sampler: euler (the reference's EulerEDMSampler), heun, dpmpp_2m; lcm for "
+                                       "AnimateLCM-SVD-xt (load its UNet in the loader's unet_name): consistency "
+                                       "sampling on its 40-level schedule, 4 steps, min_cfg 1.0, max_cfg 1.2, "
+                                       "motion bucket 80 in its authors' demo."),
                 io.Float.Input("sigma_min", default=_REF.sigma_min, min=LIMITS["sigma_min"][0], max=LIMITS["sigma_min"][1], step=0.0001,
                                tooltip="Smallest noise level of the Karras schedule (reference 0.002)."),
                 io.Float.Input("sigma_max", default=_REF.sigma_max, min=LIMITS["sigma_max"][0], max=LIMITS["sigma_max"][1], step=0.1,
@@ -351,19 +371,19 @@ class StableVideoSampler(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, steps: int | None = None, min_cfg: float | None = None, max_cfg: float | None = None,
                         sigma_min: float | None = None, sigma_max: float | None = None, rho: float | None = None,
-                        denoise: float | None = None) -> bool | str:
+                        denoise: float | None = None, sampler: str | None = None) -> bool | str:
         values = {"steps": steps, "min_cfg": min_cfg, "max_cfg": max_cfg, "sigma_min": sigma_min,
                   "sigma_max": sigma_max, "rho": rho, "denoise": denoise}
         if any(v is None for v in values.values()):
             return True
-        errors = sampler_errors(**values)  # type: ignore[arg-type]
+        errors = sampler_errors(**values, sampler=sampler if sampler is not None else "euler")  # type: ignore[arg-type]
         return "; ".join(errors) if errors else True
 
     @classmethod
     def execute(cls, model: ModelHandle, positive: Any, negative: Any, latent: dict[str, Any], seed: int,
                 steps: int, min_cfg: float, max_cfg: float, guidance: str, sampler: str, sigma_min: float,
                 sigma_max: float, rho: float, denoise: float) -> io.NodeOutput:
-        _raise_if(sampler_errors(steps, min_cfg, max_cfg, sigma_min, sigma_max, rho, denoise))
+        _raise_if(sampler_errors(steps, min_cfg, max_cfg, sigma_min, sigma_max, rho, denoise, sampler=sampler))
         start = latent_to_video(latent, "latent")  # (L, T, 4, h, w), ComfyUI latent space
         keyframed = getattr(positive, "keyframes", None) is not None
         if keyframed and denoise < 1.0:
@@ -382,7 +402,9 @@ class StableVideoSampler(io.ComfyNode):
         if start.shape[0] != n:  # one latent video for several images: video j is index j of the batch
             indices = list(range(n))
         start = repeat_videos(start, n) * scale
-        noise = video_noise(tuple(start.shape[1:]), seed, indices)  # (B, T, 4, h, w); video j: seed + its index
+        # (B, T, 4, h, w): video j from its own generator seeded seed + its index, which also draws what the
+        # sampler adds later (lcm's fresh noise, ViBiD's re-noising)
+        noise, generators = video_noise_and_generators(tuple(start.shape[1:]), seed, indices)
 
         f = model.config.vae.downscale
         need = memory.unet_step_bytes(model.config.unet, n, start.shape[1], start.shape[-2] * f, start.shape[-1] * f,
@@ -390,9 +412,6 @@ class StableVideoSampler(io.ComfyNode):
         mm.load_models_gpu([model.patcher], memory_required=need)  # makes room: other models are offloaded first
         callback = _step_callback(model.patcher.load_device, steps)
         if keyframed:  # ViBiDSampler with its CFG++ defaults; min/max_cfg, guidance and sampler do not apply
-            generators = [torch.Generator().manual_seed(s_i) for s_i in video_generator_seeds(seed, indices)]
-            for g, shape in zip(generators, [tuple(start.shape[1:])] * n):
-                torch.randn(shape, generator=g)  # the initial noise was drawn from these seeds: skip past it
             z = svd_core.sample_keyframes(
                 model.module, positive, negative, positive.keyframes, noise, num_steps=steps,
                 sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, generators=generators, callback=callback)
@@ -400,7 +419,7 @@ class StableVideoSampler(io.ComfyNode):
             z = svd_core.sample_video(
                 model.module, positive, negative, noise, num_steps=steps, min_cfg=min_cfg, max_cfg=max_cfg,
                 guidance=guidance, sampler=sampler, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
-                denoise=denoise, latent=start, generator=torch.Generator().manual_seed(seed % 2**64), callback=callback,
+                denoise=denoise, latent=start, generator=generators, callback=callback,
             )
         out = video_to_latent((z / scale).to(mm.intermediate_device()), like=latent)
         out[FPS_KEY] = fps_of(positive)  # the frame rate the videos were conditioned on, for the decoder's VIDEO

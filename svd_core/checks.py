@@ -77,7 +77,7 @@ def schedule_errors(sampler: str, steps: object, denoise: object = 1.0, label: L
         return [f"{label('sampler')} must be one of {tuple(SAMPLERS)}, got {sampler!r}"]
     if SAMPLERS[sampler].schedule != "lcm" or check_number("steps", steps) or check_number("denoise", denoise):
         return []
-    n, d = int(steps), float(denoise)  # type: ignore[arg-type]
+    n, d = int(steps), float(denoise)  # type: ignore[call-overload, arg-type]
     total = n if d == 1.0 else max(n, int(n / d))
     if total <= LCM_TRAIN_STEPS:
         return []

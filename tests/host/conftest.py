@@ -41,6 +41,7 @@ def assets(comfy_nodes: Any, host_root: Path) -> Path:
     ckpts = host_root / "checkpoints"
     hostenv.write_svd_checkpoint(ckpts / hostenv.SVD_CKPT)
     hostenv.write_sd15_checkpoint(ckpts / hostenv.SD_CKPT)
+    hostenv.write_lcm_unet(host_root / "diffusion_models" / hostenv.LCM_UNET)
     hostenv.write_inputs(host_root / "input")
     return ckpts
 
@@ -99,6 +100,9 @@ def server(assets: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     (base / "models" / "checkpoints").mkdir(parents=True)
     for f in assets.iterdir():
         (base / "models" / "checkpoints" / f.name).symlink_to(f)
+    (base / "models" / "diffusion_models").mkdir(parents=True)
+    unet = assets.parent / "diffusion_models" / hostenv.LCM_UNET
+    (base / "models" / "diffusion_models" / unet.name).symlink_to(unet)
     hostenv.write_inputs(base / "input")
     port = _free_port()
     log = base / "server.log"

@@ -17,13 +17,14 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "example_workflows"
 WORKFLOW_NAMES = ("image_to_video", "text_to_image_to_video", "batch_of_images", "first_last_frame", "seamless_loop",
-                  "long_video")
+                  "long_video", "animatelcm_fast")
 COMFY = Path(os.environ.get("COMFYUI_PATH", "~/ComfyUI")).expanduser()
 HAVE_COMFY = (COMFY / "main.py").is_file() and (COMFY / "nodes.py").is_file()
 SKIP_REASON = f"ComfyUI not found at {COMFY} (set COMFYUI_PATH to a ComfyUI checkout to run the host tests)"
 
 SVD_CKPT = "svd_tiny.safetensors"
 SD_CKPT = "sd15_tiny.safetensors"
+LCM_UNET = "AnimateLCM-SVD-xt-tiny.safetensors"  # a UNet-only file in diffusers' names, as AnimateLCM ships
 FRAMES = 3  # frames per video in the shrunk workflows
 SIZE = 64  # width and height in the shrunk workflows
 
@@ -44,12 +45,13 @@ def start_inprocess_host(root: Path) -> Any:
     import utils.extra_config  # noqa: F401  (before `nodes`: otherwise `utils` is comfy/utils.py)
     import folder_paths
 
-    for name in ("input", "output", "temp", "checkpoints", "custom_nodes"):
+    for name in ("input", "output", "temp", "checkpoints", "diffusion_models", "custom_nodes"):
         (root / name).mkdir(parents=True, exist_ok=True)
     folder_paths.set_input_directory(str(root / "input"))
     folder_paths.set_output_directory(str(root / "output"))
     folder_paths.set_temp_directory(str(root / "temp"))
     folder_paths.add_model_folder_path("checkpoints", str(root / "checkpoints"), is_default=True)
+    folder_paths.add_model_folder_path("diffusion_models", str(root / "diffusion_models"), is_default=True)
 
     import asyncio
 
@@ -87,6 +89,13 @@ def write_svd_checkpoint(path: Path) -> Path:
     import svd_core
 
     return Path(svd_core.save_random_checkpoint(path, svd_core.SVDConfig.tiny(), seed=0, dtype=torch.float16))
+
+
+def write_lcm_unet(path: Path) -> Path:
+    """A tiny random UNet-only file in AnimateLCM-SVD-xt's layout (diffusers' names, fp32)."""
+    import svd_core.random_weights
+
+    return Path(svd_core.random_weights.save_random_unet(path, svd_core.SVDConfig.tiny(), seed=1))
 
 
 def _random_like(shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.Tensor]:
@@ -165,6 +174,8 @@ def shrink(prompt: dict[str, Any], prefix: str) -> tuple[dict[str, Any], int]:
         t, i = node["class_type"], node["inputs"]
         if t == "StableVideoCheckpointLoader":
             i["ckpt_name"] = SVD_CKPT
+            if i.get("unet_name", "none") != "none":
+                i["unet_name"] = LCM_UNET
         elif t == "CheckpointLoaderSimple":
             i["ckpt_name"] = SD_CKPT
         elif t in ("StableVideoConditioning", "StableVideoEmptyLatent", "EmptyLatentImage"):

@@ -85,6 +85,9 @@ def test_the_template_browser_shows_them_under_the_packs_name(page: Any) -> None
     text = page.inner_text("body")
     for name in hostenv.WORKFLOW_NAMES:
         assert name in text, f"the Template Browser does not show {name}"
+        if f"{name}.jpg" not in fetched:  # the cards load their images lazily, when scrolled into view
+            page.get_by_text(name, exact=True).first.scroll_into_view_if_needed()
+            page.wait_for_timeout(1000)
         assert fetched.get(f"{name}.jpg") == 200, f"{name}'s thumbnail was not fetched: {fetched}"
     # the cards draw them (as blob: images of the thumbnails' width)
     drawn = page.evaluate("() => Array.from(document.images).filter(i => i.complete && i.naturalWidth === 768).length")

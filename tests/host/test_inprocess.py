@@ -134,3 +134,28 @@ def test_non_svd_checkpoint_is_refused_naming_the_input(comfy_nodes: Any, assets
     assert not executor.success
     message = error_text(executor)
     assert "ckpt_name" in message and hostenv.SD_CKPT in message, message
+
+
+def test_animatelcm_unet_file_loads_in_the_loader_and_lcm_steps_are_bounded(comfy_nodes: Any, assets: Path) -> None:
+    """The loader's unet_name swaps in a UNet-only file (AnimateLCM's layout) and takes its preset; the lcm
+    sampler refuses more steps than its 40 training levels before anything runs; an unknown unet_name is
+    refused naming the input."""
+    loader = comfy_nodes.NODE_CLASS_MAPPINGS["StableVideoCheckpointLoader"]
+    assert hostenv.LCM_UNET in loader.INPUT_TYPES()["optional"]["unet_name"][1]["options"]
+    model, _, _ = loader.execute(hostenv.SVD_CKPT, "fp32", unet_name=hostenv.LCM_UNET).result
+    assert model.config.name == "animatelcm_svd_xt" and model.config.sampling.sampler == "lcm"
+    plain, _, _ = loader.execute(hostenv.SVD_CKPT, "fp32").result
+    assert plain.config.name != "animatelcm_svd_xt"
+
+    prompt, _ = hostenv.shrink(hostenv.load_api("animatelcm_fast"), "inproc_lcm_bad")
+    prompt["5"]["inputs"]["steps"] = 41
+    valid, _, _ = run(comfy_nodes, prompt)
+    assert not valid[0]
+    details = " ".join(e["details"] for e in valid[3]["5"]["errors"])
+    assert "steps must be at most 40 for the lcm sampler" in details, details
+
+    prompt, _ = hostenv.shrink(hostenv.load_api("animatelcm_fast"), "inproc_lcm_missing")
+    prompt["2"]["inputs"]["unet_name"] = "missing.safetensors"
+    valid, executor, _ = run(comfy_nodes, prompt)
+    message = str(valid[3].get("2", {}).get("errors")) if not valid[0] else error_text(executor)
+    assert "unet_name" in message and "missing.safetensors" in message, message
