@@ -95,20 +95,31 @@ def child(kind: str, d: Path, steps: int, device: str, dtype_name: str) -> dict:
         stamps.append(_sync(device))
         cpu_stamps.append(time.process_time())
 
-    if kind == "ours":
+    compile_s = 0.0
+    if kind in ("ours", "ours_compiled"):
         import svd_core
+        import svd_core.speed
 
         models = svd_core.load_models(d / "bench.safetensors", dtype=dtype, device=device)
+
+        def run(on_step: object = None) -> tuple[object, float]:
+            pos, neg = svd_core.encode_conditioning(models.image_encoder, models.vae, inputs["image"], fps_id=6,
+                                                    motion_bucket_id=127, cond_aug=0.02, aug_noise=inputs["aug"])
+            z = svd_core.sample_video(models.unet, pos, neg, inputs["latents"], num_steps=steps, min_cfg=1.5,
+                                      max_cfg=3.0, callback=on_step)  # type: ignore[arg-type]
+            t_dec = _sync(device)
+            out = svd_core.decode_latents(models.vae, z, decode_chunk_size=14)
+            return out, _sync(device) - t_dec
+
+        if kind == "ours_compiled":  # the first call compiles (and records CUDA graphs): timed apart
+            svd_core.speed.compile_models(models)
+            t_c = _sync(device)
+            run()
+            compile_s = _sync(device) - t_c
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        pos, neg = svd_core.encode_conditioning(models.image_encoder, models.vae, inputs["image"], fps_id=6,
-                                                motion_bucket_id=127, cond_aug=0.02, aug_noise=inputs["aug"])
-        z = svd_core.sample_video(models.unet, pos, neg, inputs["latents"], num_steps=steps, min_cfg=1.5, max_cfg=3.0,
-                                  callback=lambda i, n, x: stamp())
-        t_dec = _sync(device)
-        frames = svd_core.decode_latents(models.vae, z, decode_chunk_size=14)
-        decode_s = _sync(device) - t_dec
+        frames, decode_s = run(lambda i, n, x: stamp())
     else:
         from diffusers import StableVideoDiffusionPipeline
         from PIL import Image
@@ -146,7 +157,8 @@ def child(kind: str, d: Path, steps: int, device: str, dtype_name: str) -> dict:
     intervals = [b - a for a, b in zip(stamps, stamps[1:])]
     cpu_intervals = [b - a for a, b in zip(cpu_stamps, cpu_stamps[1:])]
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else _peak_mb() - base
-    return {"step_s": min(intervals), "step_cpu_s": min(cpu_intervals), "decode_s": decode_s, "total_s": total, "peak_mb": peak}
+    return {"step_s": min(intervals), "step_cpu_s": min(cpu_intervals), "decode_s": decode_s, "total_s": total,
+            "peak_mb": peak, "compile_s": compile_s}
 
 
 def prepare(d: Path, model: str, frames: int, width: int, height: int, dtype_name: str, seed: int) -> None:
@@ -191,7 +203,9 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=COMPUTE_DTYPES, default="fp32")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--child", choices=("ours", "theirs"))
+    ap.add_argument("--compile", action="store_true",
+                    help="also run ours with svd_core.speed.compile_models (its first call, compiling, timed apart)")
+    ap.add_argument("--child", choices=("ours", "ours_compiled", "theirs"))
     ap.add_argument("--dir", type=Path)
     args = ap.parse_args()
     if args.child:
@@ -203,9 +217,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         prepare(d, args.model, args.frames, args.width, args.height, args.dtype, args.seed)
-        results: dict[str, list[dict]] = {"ours": [], "theirs": []}
+        kinds = ("ours", "ours_compiled", "theirs") if args.compile else ("ours", "theirs")
+        results: dict[str, list[dict]] = {k: [] for k in kinds}
         for r in range(args.rounds):
-            for kind in (("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")):
+            for kind in (kinds if r % 2 == 0 else kinds[::-1]):
                 cmd = [sys.executable, __file__, "--child", kind, "--dir", str(d), "--steps", str(args.steps),
                        "--device", args.device, "--dtype", args.dtype]
                 out = subprocess.run(cmd, capture_output=True, text=True)
@@ -215,7 +230,9 @@ def main() -> int:
                 log.info("round %d %-6s %s", r, kind, results[kind][-1])
         ours, theirs = torch.load(d / "frames_ours.pt"), torch.load(d / "frames_theirs.pt")
         diff = (ours - theirs).abs().max().item()
-    metrics = ("step_s", "step_cpu_s", "decode_s", "total_s", "peak_mb")
+        if args.compile:
+            diff = max(diff, (torch.load(d / "frames_ours_compiled.pt") - theirs).abs().max().item())
+    metrics = ("step_s", "step_cpu_s", "decode_s", "total_s", "peak_mb", "compile_s")
     med = {k: {m: statistics.median(x[m] for x in v) for m in metrics} for k, v in results.items()}
     tol = 1e-3 if args.dtype == "fp32" else 2e-2
     log.info("frames agree: max abs difference %.2e (%s, tolerance %.0e)", diff, "ok" if diff <= tol else "MISMATCH", tol)
@@ -225,6 +242,12 @@ def main() -> int:
     for m, label, scale in rows:
         a, b = med["ours"][m] * scale, med["theirs"][m] * scale
         log.info("%-22s %12.1f %12.1f %8.3f", label, a, b, a / b)
+    if args.compile:
+        log.info("%-22s %12s %12s %8s", "ours compiled", "svd_core", "diffusers", "ratio")
+        for m, label, scale in rows:
+            a, b = med["ours_compiled"][m] * scale, med["theirs"][m] * scale
+            log.info("%-22s %12.1f %12.1f %8.3f", label, a, b, a / b)
+        log.info("first compiled call (compiling): %.1f s", med["ours_compiled"]["compile_s"])
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {os.cpu_count()} cores"
     log.info("device: %s, torch %s; CPU targets: time ratio <= 0.9, memory ratio <= 1.0", where, torch.__version__)
     return 0 if diff <= tol else 1
