@@ -6,6 +6,8 @@ keyframe sampler (keyframes.py).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -41,6 +43,7 @@ def generate(
     loop: bool = False,
     resize_mode: str = "crop",
     compile: bool = False,
+    cfg_parallel: Any = None,
 ) -> Tensor:
     """B images (B, 3, H, W) in [0, 1] -> B videos (B, T, 3, H, W) float32 in [0, 1].
 
@@ -59,6 +62,9 @@ def generate(
     loop: the image at both ends, the second copy dropped, so the video has num_frames - 1 frames. Each
     generator then draws, after the augmentation noise, the end image's augmentation noise and the
     sampler's re-noising. `compile=True` compiles the UNet and decoder first (speed.compile_models).
+    `cfg_parallel`, a process group of two ranks, splits every guided UNet call between them
+    (parallel.py; each rank calls generate with the same arguments and gets the same video); it does not
+    apply to end_image or loop.
     """
     validate_image(image)
     if compile:
@@ -66,6 +72,9 @@ def generate(
     keyframed = end_image is not None or loop
     if end_image is not None and loop:
         raise ValueError("end_image and loop exclude each other: a loop ends on its own first frame")
+    if keyframed and cfg_parallel is not None:
+        raise ValueError("cfg_parallel splits the guided sampler's UNet calls; the keyframe sampler of end_image / "
+                         "loop runs in one process: leave cfg_parallel unset")
     s = models.config.sampling
     num_frames = s.num_frames if num_frames is None else num_frames
     num_steps = (VIBID_STEPS if keyframed else s.num_steps) if num_steps is None else num_steps
@@ -107,6 +116,7 @@ def generate(
             models.unet, positive, negative, drawn,
             num_steps=num_steps, min_cfg=min_cfg, max_cfg=max_cfg, guidance=guidance, sampler=sampler,
             sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho, generator=gens, callback=callback,
+            cfg_parallel=cfg_parallel,
         )
         return decode_latents(models.vae, z, decode_chunk_size=chunk)
     last = image if end_image is None else end_image

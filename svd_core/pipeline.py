@@ -241,6 +241,7 @@ def sample_video(
     callback: StepCallback | None = None,
     denoiser_wrapper: Callable[[Denoiser], Denoiser] | None = None,
     hold: HeldFrames | None = None,
+    cfg_parallel: Any = None,
 ) -> Tensor:
     """Sample latents (B, T, C, h, w) from standard-normal `noise` of that shape; returns float32.
 
@@ -264,6 +265,8 @@ def sample_video(
     list of B, one per video (video i then depends on generators[i] alone); None: seed 0.
     When every frame's guidance scale is exactly 1 the unconditional half is skipped
     (`conditional_denoiser`): half the UNet batch, the same frames up to rounding.
+    `cfg_parallel`, a torch.distributed process group of two ranks, splits each guided UNet call between
+    them (parallel.py); every rank calls sample_video with the same arguments and gets the same latents.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler {sampler!r} is unknown; expected one of {SAMPLER_NAMES}")
@@ -286,6 +289,11 @@ def sample_video(
     denoiser: Denoiser
     if bool((scales == 1.0).all()):
         denoiser = conditional_denoiser(unet, positive, t)
+    elif cfg_parallel is not None:
+        from .parallel import SplitGuidanceBatch, check_group
+
+        mine = [negative, positive][check_group(cfg_parallel)]  # rank 0 uncond, rank 1 cond
+        denoiser = GuidedDenoiser(SplitGuidanceBatch(_preconditioned(unet, [mine], t), cfg_parallel), scales)
     else:
         denoiser = guided_denoiser(unet, positive, negative, t, scales)
     if denoiser_wrapper is not None:

@@ -1,0 +1,215 @@
+"""Many videos on many workers: a Ray Data batch job whose workers keep the models resident.
+
+    python -m svd_core batch --checkpoint svd_xt_1_1.safetensors --images 'stills/*.png' --output videos/
+    svd_core.batch.run(checkpoint, "stills/*.png", "videos/", workers=2)
+
+The inputs are sorted; image i gets seed + i and the video `<output>/<its stem>.<format>`, made by the
+command line's own `render` (cli.py), so each video is the one `python -m svd_core generate` makes from
+that image and seed on the same kind of device with the same number of CPU threads (CPU results depend on
+it in the last bits). Ray Data reads the files (`read_binary_files`) and feeds them, one image a batch, to
+a pool of actors (`map_batches` with a callable class): each loads the models once and keeps them. The
+driver streams the results: one log line per finished video and one line of `<output>/results.jsonl`
+(input, output, seed, settings, seconds, or the error).
+
+- Resumable: an output that exists is finished (videos are written to a temporary name, then renamed),
+  and a rerun skips it.
+- Fault tolerant: Ray Data restarts an actor that dies and retries its batch (its actor pools default
+  to max_restarts=-1 and max_task_retries=-1), so every video is still written.
+- An image that cannot be decoded is reported in the manifest; the other images go on.
+- `ray` is an optional dependency (`pip install ".[ray]"`); it is imported only here, and the nodes never
+  import this module.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import UnidentifiedImageError
+
+log = logging.getLogger("svd_core.batch")
+
+MANIFEST = "results.jsonl"
+FORMATS = ("webp", "gif", "png", "mp4")
+
+
+class BatchError(ValueError):
+    """A batch job refused before Ray starts: the message names the option."""
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int  # position in the sorted inputs
+    image: str  # absolute path
+    output: str  # absolute path of the video
+    seed: int  # the job's seed + index
+
+
+def plan(images: str, output: Path, fmt: str, seed: int) -> list[Job]:
+    """Every input matched by the glob `images`, sorted, with its video path and seed."""
+    paths = sorted(os.path.abspath(p) for p in glob.glob(os.path.expanduser(images)) if os.path.isfile(p))
+    if not paths:
+        raise BatchError(f"--images '{images}' matches no file")
+    if fmt not in FORMATS:
+        raise BatchError(f"--format must be one of {FORMATS}, got {fmt!r}")
+    jobs: list[Job] = []
+    taken: dict[Path, str] = {}
+    for i, p in enumerate(paths):
+        out = output.resolve() / f"{Path(p).stem}.{fmt}"
+        if out in taken:
+            raise BatchError(f"--images: '{taken[out]}' and '{p}' would both write '{out.name}'; rename one")
+        taken[out] = p
+        jobs.append(Job(i, p, str(out), (int(seed) + i) % 2**64))
+    return jobs
+
+
+def check_output(output: Path) -> None:
+    """The output folder exists (made if needed) and can be written."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise BatchError(f"--output '{output}' cannot be written: {e.strerror or e}") from e
+
+
+class VideoWorker:
+    """A Ray Data actor: loads the models once, then turns each row (an image file's bytes) into its video."""
+
+    def __init__(self, args: argparse.Namespace, jobs: dict[str, Job], threads: int, device: str) -> None:
+        import torch
+
+        from .cli import open_models, settings_for
+
+        torch.set_num_threads(threads)
+        self.args, self.jobs = args, jobs
+        self.models = open_models(args, torch.device(device))
+        self.settings = settings_for(self.models, args)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        from .cli import render
+
+        rows: dict[str, list[Any]] = {"row": []}
+        for path, data in zip(batch["path"], batch["bytes"]):
+            job = self.jobs[os.path.realpath(str(path))]
+            row: dict[str, Any] = {"input": job.image, "output": job.output, "seed": job.seed,
+                                   "settings": asdict(self.settings)}
+            t0 = time.monotonic()
+            try:
+                frames = render(self.models, self.settings, io.BytesIO(bytes(data)), Path(job.output), seed=job.seed,
+                                decode_chunk_size=self.args.decode_chunk_size)
+                row.update(status="ok", frames=frames)
+            except UnidentifiedImageError:
+                row.update(status="error", error=f"'{job.image}' is not an image Pillow can read")
+            except (OSError, ValueError, SyntaxError) as e:  # a truncated or broken image, a size the model refuses
+                row.update(status="error", error=f"{type(e).__name__}: {e}")
+            row["seconds"] = round(time.monotonic() - t0, 3)
+            rows["row"].append(json.dumps(row))
+        return rows
+
+
+def _threads(args: argparse.Namespace) -> int:
+    if args.threads_per_worker is not None:
+        return int(args.threads_per_worker)
+    return 1 if args.gpus_per_worker > 0 else max(1, (os.cpu_count() or 1) // args.workers)
+
+
+def run_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The command line's batch: check every option, then run the pool; returns the new manifest rows."""
+    if args.workers < 1:
+        raise BatchError(f"--workers must be at least 1, got {args.workers}")
+    if args.gpus_per_worker < 0:
+        raise BatchError(f"--gpus-per-worker must be at least 0, got {args.gpus_per_worker}")
+    if args.threads_per_worker is not None and args.threads_per_worker < 1:
+        raise BatchError(f"--threads-per-worker must be at least 1, got {args.threads_per_worker}")
+    if not args.checkpoint.exists():
+        raise BatchError(f"--checkpoint '{args.checkpoint}' does not exist")
+    if args.unet is not None and not args.unet.exists():
+        raise BatchError(f"--unet '{args.unet}' does not exist")
+    output = Path(args.output)
+    jobs = plan(args.images, output, args.format, args.seed)
+    check_output(output)
+    todo = [j for j in jobs if not os.path.exists(j.output)]
+    if len(todo) < len(jobs):
+        log.info("%d of %d videos already exist in '%s': skipped", len(jobs) - len(todo), len(jobs), output)
+    if not todo:
+        return []
+    return list(_run_pool(args, todo, output))
+
+
+def _run_pool(args: argparse.Namespace, todo: list[Job], output: Path) -> Iterator[dict[str, Any]]:
+    try:
+        import ray
+    except ImportError as e:
+        raise BatchError("the batch job needs Ray: pip install 'ray[data]' (or this pack's [ray] extra)") from e
+    import ray.data
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=args.address, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        threads = _threads(args)
+        device = "cuda" if args.gpus_per_worker > 0 else "cpu"
+        jobs = {os.path.realpath(j.image): j for j in todo}
+        # reading only moves bytes: it reserves no CPU, so it never waits behind workers that hold them all
+        ds = ray.data.read_binary_files([j.image for j in todo], include_paths=True, num_cpus=0)
+        ds = ds.map_batches(
+            VideoWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=args.workers), num_cpus=threads,
+            num_gpus=args.gpus_per_worker,
+            fn_constructor_kwargs={"args": args, "jobs": jobs, "threads": threads, "device": device})
+        done = 0
+        with open(output / MANIFEST, "a", encoding="utf-8") as manifest:
+            for item in ds.iter_rows():
+                row = json.loads(item["row"])
+                manifest.write(json.dumps(row) + "\n")
+                manifest.flush()
+                done += 1
+                if row["status"] == "ok":
+                    log.info("[%d/%d] %s -> %s (seed %d, %.1f s)", done, len(todo), row["input"], row["output"],
+                             row["seed"], row["seconds"])
+                else:
+                    log.warning("[%d/%d] %s failed: %s", done, len(todo), row["input"], row["error"])
+                yield row
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run(checkpoint: str | os.PathLike[str], images: str, output: str | os.PathLike[str], *, fmt: str = "webp",
+        seed: int = 0, workers: int = 1, gpus_per_worker: float = 0.0, threads_per_worker: int | None = None,
+        address: str | None = None, **options: Any) -> list[dict[str, Any]]:
+    """The batch job from Python: `options` are the command line's generate options by their Python names
+    (num_frames is `frames`, e.g. run(..., frames=14, steps=25, width=1024, height=576)). Returns the new
+    manifest rows (also appended to `<output>/results.jsonl`)."""
+    from .cli import _parser
+
+    base = _parser().parse_args(["batch", "--checkpoint", str(checkpoint), "--images", images, "--output", str(output)])
+    unknown = sorted(set(options) - set(vars(base)))
+    if unknown:
+        raise BatchError(f"unknown option(s) {unknown}; expected some of {sorted(vars(base))}")
+    args = replace_namespace(base, checkpoint=Path(checkpoint), output=Path(output), format=fmt, seed=seed,
+                             workers=workers, gpus_per_worker=gpus_per_worker, threads_per_worker=threads_per_worker,
+                             address=address, **options)
+    from .cli import option_errors
+
+    errors = option_errors(args)
+    if errors:
+        raise BatchError("; ".join(errors))
+    return run_from_args(args)
+
+
+def replace_namespace(ns: argparse.Namespace, **changes: Any) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(ns), **changes})
+
+
+__all__ = ["BatchError", "Job", "VideoWorker", "check_output", "plan", "run", "run_from_args", "MANIFEST", "FORMATS"]
