@@ -6,6 +6,7 @@ keyframe sampler (keyframes.py).
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -20,6 +21,8 @@ from .pipeline import (
 )
 
 __all__ = ["generate"]
+
+log = logging.getLogger(__name__)
 
 
 def generate(
@@ -72,6 +75,10 @@ def generate(
     keyframed = end_image is not None or loop
     if end_image is not None and loop:
         raise ValueError("end_image and loop exclude each other: a loop ends on its own first frame")
+    if keyframed and models.config.sampling.sampler != "euler":
+        log.warning("end_image / loop use the keyframe sampler (ViBiD, %d Karras steps by default), made for SVD's "
+                    "own UNet; the %s preset's %s sampler does not apply", VIBID_STEPS, models.config.name,
+                    models.config.sampling.sampler)
     if keyframed and cfg_parallel is not None:
         raise ValueError("cfg_parallel splits the guided sampler's UNet calls; the keyframe sampler of end_image / "
                          "loop runs in one process: leave cfg_parallel unset")
