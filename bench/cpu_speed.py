@@ -9,6 +9,10 @@ rotates from round to round; the table gives the median over rounds and the rati
 (diffusers or ComfyUI) in eager fp32. On a CPU with bf16 instructions (AVX512-BF16 / AMX), ours also runs
 in bf16, eager and compiled, with its largest difference from fp32 relative to the output's scale.
 Target (issue 12): ours compiled <= 0.8 x the fastest peer's eager time in fp32.
+
+Ours runs its fp32 Linear layers on oneDNN (svd_core/speed.py onednn_linears, the default of build_models);
+the row "ours eager, F.linear" is the same UNet on torch's own F.linear (MKL's sgemm), the path every peer
+takes, and the header prints both libraries' GFLOP/s on one of the UNet's matrix shapes.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -30,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import make_config  # noqa: E402
 
 import svd_core  # noqa: E402
+import svd_core.speed as speed  # noqa: E402
 from svd_core.random_weights import randomize_  # noqa: E402
 
 log = logging.getLogger("cpu_speed")
@@ -55,8 +61,11 @@ def build(frames: int, size: int) -> tuple[svd_core.UNet, dict[str, Callable[[di
     """Our UNet and a runner per implementation, all with the same weights."""
     cfg = make_config("medium", frames, size, size).unet
     ours = randomize_(svd_core.UNet(cfg), 0).eval().requires_grad_(False)
+    plain = randomize_(svd_core.UNet(cfg), 0).eval().requires_grad_(False)  # torch's own F.linear
+    speed.onednn_linears(ours)  # what build_models does
     runners: dict[str, Callable[[dict[str, torch.Tensor]], torch.Tensor]] = {
-        "ours eager": lambda a: ours(a["x"], a["t"], a["context"], a["y"], num_frames=frames)}
+        "ours eager": lambda a: ours(a["x"], a["t"], a["context"], a["y"], num_frames=frames),
+        "ours eager, F.linear": lambda a: plain(a["x"], a["t"], a["context"], a["y"], num_frames=frames)}
     try:
         import diffusers
 
@@ -99,6 +108,20 @@ def build(frames: int, size: int) -> tuple[svd_core.UNet, dict[str, Callable[[di
     return ours, runners
 
 
+def gemm_rates(m: int, k: int, n: int) -> tuple[float, float]:
+    """GFLOP/s of one (m x k) @ (k x n) + bias in fp32: torch's F.linear (MKL) and oneDNN's linear."""
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g), torch.randn(n, generator=g)
+    layer = torch.nn.Linear(k, n)
+    with torch.no_grad():
+        layer.weight.copy_(w)
+        layer.bias.copy_(b)
+        mkl = time_call(lambda: F.linear(x, w, b), 10)
+        speed.onednn_linears(layer)
+        dnn = time_call(lambda: layer(x), 10)
+    return 2 * m * k * n / mkl / 1e9, 2 * m * k * n / dnn / 1e9
+
+
 def time_call(fn: Callable[[], Any], calls: int) -> float:
     best = float("inf")
     for _ in range(calls):
@@ -125,12 +148,13 @@ def main() -> int:
         compiled = torch.compile(ours, fullgraph=True, dynamic=False)
         runners["ours compiled"] = lambda a: compiled(a["x"], a["t"], a["context"], a["y"], num_frames=args.frames)
         log.info("compiling (first calls)...")
-        errors: dict[str, float] = {"ours compiled": (runners["ours compiled"](a32) - reference).abs().max().item()}
+        errors: dict[str, float] = {"ours compiled": (runners["ours compiled"](a32) - reference).abs().max().item(),
+                                    "ours eager, F.linear": (runners["ours eager, F.linear"](a32) - reference).abs().max().item()}
         if "ComfyUI eager" in runners:  # same inputs, same weights: the difference is the implementation's
             errors["ComfyUI eager"] = (runners["ComfyUI eager"](a32) - reference).abs().max().item()
         cases: dict[str, tuple[Callable[..., Any], dict[str, torch.Tensor]]] = {n: (r, a32) for n, r in runners.items()}
         if cpu_has_bf16():
-            bf16 = svd_core.UNet(ours.config).eval().requires_grad_(False)
+            bf16 = svd_core.UNet(ours.config).eval().requires_grad_(False)  # bf16 linear: torch's oneDNN already
             bf16.load_state_dict(ours.state_dict())
             bf16 = bf16.to(torch.bfloat16)
             a16 = inputs(ours.config, args.frames, args.size, torch.bfloat16)
@@ -155,6 +179,11 @@ def main() -> int:
     log.info("medium UNet (%.0f M parameters), %d frames at %dx%d, cond + uncond, %d threads, torch %s",
              sum(p.numel() for p in ours.parameters()) / 1e6, args.frames, args.size, args.size, args.threads,
              torch.__version__)
+    tokens, width = 2 * args.frames * (args.size // 8) ** 2, ours.config.model_channels
+    if speed.onednn_linear_available():
+        mkl, dnn = gemm_rates(tokens, width, 8 * width)  # the first feed-forward's GEGLU projection
+        log.info("fp32 linear %dx%d -> %d: F.linear (MKL) %.0f GFLOP/s, oneDNN %.0f GFLOP/s (%.2fx)", tokens, width,
+                 8 * width, mkl, dnn, dnn / mkl)
     log.info("%-22s %12s %16s %22s", "median of %d rounds" % args.rounds, "ms / step", "vs fastest peer", "max diff vs ours fp32")
     for n in names:
         if n == "ours eager" or n in errors:

@@ -26,12 +26,17 @@ class SVDModels:
 
 def build_models(config: SVDConfig, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
                  ops: Ops = torch.nn) -> SVDModels:
-    """Fresh (uninitialised on `meta`) models for `config`, their layers made by `ops` (see layers.Ops)."""
+    """Fresh (uninitialised on `meta`) models for `config`, their layers made by `ops` (see layers.Ops).
+    Plain torch.nn.Linear layers run fp32 CPU inference on oneDNN (speed.onednn_linears)."""
+    from .speed import onednn_linears
+
     with torch.device(device):
         unet = UNet(config.unet, ops)
         image_encoder = ImageEncoder(config.image_encoder, ops)
         vae = VAE(config.vae, ops)
     models = SVDModels(unet, image_encoder, vae, config)
+    for part in PARTS:
+        onednn_linears(getattr(models, part))
     if dtype is not None:
         for part in PARTS:
             getattr(models, part).to(dtype)

@@ -1,4 +1,15 @@
-"""Speed: torch.compile of the UNet and the temporal decoder, the one place it is switched on.
+"""Speed: the one place where speed is switched on.
+
+1. fp32 Linear layers on x86 CPUs run on oneDNN (`onednn_linears`, on by default in `build_models`).
+   torch's CPU `F.linear` calls MKL's sgemm, and MKL takes a slower code path on CPUs that are not
+   Intel's: on this AMD EPYC (AVX-512) it reaches about 200 GFLOP/s on two cores where oneDNN, the
+   library torch already uses for every CPU convolution, reaches 400-440 on the same shapes
+   (bench/cpu_speed.py prints both). The UNet spends over half its CPU time in Linear layers. oneDNN
+   computes the same sums in another order: results differ from MKL's in the last bits only (a few
+   float32 ulps; the parity tests hold at 1e-5). Only plain `torch.nn.Linear` modules are routed, so a
+   host's own layer classes (ComfyUI's comfy.ops, which cast weights per call) are left as they are,
+   and any other device, dtype, or a call that needs gradients goes to `F.linear` unchanged.
+2. torch.compile of the UNet and the temporal decoder (`compile_models`).
 
 `compile_models(models)` compiles both with fullgraph=True (they trace with no graph break) and
 dynamic=False, so each new shape compiles once and is reused; on a CUDA device with mode
@@ -9,18 +20,74 @@ compiler failure later falls back to eager for that module. Either way one warni
 from __future__ import annotations
 
 import logging
+import platform
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from .layers import execution_device
-from .models import SVDModels
 
-__all__ = ["compile_models", "compiler_works"]
+if TYPE_CHECKING:
+    from .models import SVDModels
+
+__all__ = ["compile_models", "compiler_works", "onednn_linear_available", "onednn_linears", "OneDNNLinear"]
 
 log = logging.getLogger(__name__)
 _COMPILED = "svd_compiled"
+
+
+def onednn_linear_available() -> bool:
+    """Whether this torch can run fp32 Linear layers on oneDNN: an x86-64 build with oneDNN (mkldnn) and
+    its linear kernel (`torch.ops.mkldnn._linear_pointwise`, what inductor's CPU fusions call)."""
+    return (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def _onednn_linear_eager(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+# Under torch.compile the kernel is one opaque call: inductor's own lowering of _linear_pointwise only
+# takes weights frozen into the graph, which ours are not (the same module runs eager and compiled).
+@torch.library.custom_op("svd_core::onednn_linear", mutates_args=())
+def _onednn_linear_op(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return _onednn_linear_eager(x, weight, bias)
+
+
+@_onednn_linear_op.register_fake
+def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+class OneDNNLinear(nn.Linear):
+    """torch.nn.Linear whose float32 CPU inference calls oneDNN; the same parameters, names and state dict
+    (`onednn_linears` switches a module's class to this one and back)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        w, b = self.weight, self.bias
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32 or w.device.type != "cpu"
+                or x.dim() < 2 or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))):
+            return F.linear(x, w, b)
+        if torch.compiler.is_compiling():
+            return _onednn_linear_op(x, w, b)
+        return _onednn_linear_eager(x, w, b)
+
+
+def onednn_linears(module: nn.Module, enabled: bool = True) -> int:
+    """Route every plain torch.nn.Linear inside `module` through oneDNN (enabled=False: back to torch's own
+    F.linear). Where oneDNN's linear is not available nothing changes. Returns how many layers it switched."""
+    if enabled and not onednn_linear_available():
+        return 0
+    source, target = (nn.Linear, OneDNNLinear) if enabled else (OneDNNLinear, nn.Linear)
+    count = 0
+    for layer in module.modules():
+        if type(layer) is source:
+            layer.__class__ = target
+            count += 1
+    return count
 
 
 def compiler_works(device: torch.device) -> str | None:
@@ -55,7 +122,7 @@ def _with_fallback(module: torch.nn.Module, name: str, mode: str | None) -> None
     module.forward = forward  # type: ignore[method-assign]
 
 
-def compile_models(models: SVDModels, *, mode: str | None = None) -> bool:
+def compile_models(models: "SVDModels", *, mode: str | None = None) -> bool:
     """Compile the UNet and the temporal decoder once (idempotent). Returns whether they were compiled."""
     if getattr(models, _COMPILED, False):
         return True

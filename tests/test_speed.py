@@ -120,3 +120,89 @@ def test_the_command_line_takes_compile(tmp_path: Any, monkeypatch: pytest.Monke
                        str(tmp_path / "o.gif"), "--width", "64", "--height", "64", "--frames", "2", "--steps", "1",
                        "--device", "cpu", "--compile", "--quiet"])
     assert rc == 0 and "running eagerly" in caplog.text
+
+
+# --- fp32 Linear layers on oneDNN (speed.onednn_linears) ------------------------------------------------
+
+needs_onednn = pytest.mark.skipif(not speed.onednn_linear_available(), reason="no oneDNN linear in this torch (x86-64 only)")
+
+
+@needs_onednn
+def test_build_models_routes_plain_linears_and_keeps_names(models: svd_core.SVDModels) -> None:
+    linears = [m for m in models.unet.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(type(m) is speed.OneDNNLinear for m in linears)
+    keys = list(models.unet.state_dict())
+    assert speed.onednn_linears(models.unet, enabled=False) == len(linears)
+    assert all(type(m) is torch.nn.Linear for m in models.unet.modules() if isinstance(m, torch.nn.Linear))
+    assert list(models.unet.state_dict()) == keys
+    assert speed.onednn_linears(models.unet) == len(linears)
+
+    class HostLinear(torch.nn.Linear):  # a host's class (e.g. comfy.ops) keeps its own forward
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) * 1.0
+
+    host = torch.nn.Sequential(HostLinear(4, 4), torch.nn.Linear(4, 4))
+    assert speed.onednn_linears(host) == 1 and type(host[0]) is HostLinear
+
+
+@needs_onednn
+def test_onednn_unet_matches_torch_linear_and_float64(models: svd_core.SVDModels) -> None:
+    """The routed UNet within 1e-5 of torch's own F.linear, and as close to a float64 evaluation."""
+    args = _inputs(models.unet.config)
+    with torch.no_grad():
+        routed = models.unet(*args, num_frames=T)
+        speed.onednn_linears(models.unet, enabled=False)
+        plain = models.unet(*args, num_frames=T)
+        exact = models.unet.double()(*(a.double() for a in args), num_frames=T)
+    assert routed.std() > 1e-3
+    torch.testing.assert_close(routed, plain, rtol=0, atol=1e-5)
+    err_routed, err_plain = ((y.double() - exact).abs().max().item() for y in (routed, plain))
+    assert err_routed < 1e-5 and err_routed < 4 * err_plain + 1e-7, (err_routed, err_plain)
+
+
+@needs_onednn
+def test_onednn_linear_falls_back_where_it_does_not_apply() -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(16, 8)
+    plain = torch.nn.Linear(16, 8)
+    plain.load_state_dict(layer.state_dict())
+    speed.onednn_linears(layer)
+    assert type(layer) is speed.OneDNNLinear
+    x = torch.randn(5, 3, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), plain(x), rtol=0, atol=1e-5)
+        torch.testing.assert_close(layer(x.transpose(0, 1)), plain(x.transpose(0, 1)), rtol=0, atol=1e-5)
+        assert torch.equal(layer(x[0, 0]), plain(x[0, 0]))  # 1-D input: F.linear
+    # gradients: F.linear itself, so autograd works
+    y = layer(x).sum()
+    y.backward()
+    assert layer.weight.grad is not None and torch.equal(layer(x), plain(x))
+    # another dtype: F.linear, bit for bit
+    half = torch.nn.Sequential(torch.nn.Linear(16, 8)).bfloat16()
+    ref = torch.nn.Sequential(torch.nn.Linear(16, 8)).bfloat16()
+    ref.load_state_dict(half.state_dict())
+    speed.onednn_linears(half)
+    with torch.no_grad():
+        assert torch.equal(half(x.bfloat16()), ref(x.bfloat16()))
+
+
+@needs_onednn
+def test_onednn_linear_copies_pickles_and_compiles() -> None:
+    import copy
+    import pickle
+
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4)).eval()
+    speed.onednn_linears(net)
+    x = torch.randn(2, 7, 16)
+    twin = copy.deepcopy(net)
+    with torch.no_grad():
+        twin[0].weight.mul_(2.0)  # the copy has its own weights
+        assert not torch.allclose(twin(x), net(x))
+        thawed = pickle.loads(pickle.dumps(net))
+        assert type(thawed[0]) is speed.OneDNNLinear and torch.equal(thawed(x), net(x))
+        torch._dynamo.reset()
+        explained = torch._dynamo.explain(net)(x)
+        assert explained.graph_break_count == 0
+        compiled = torch.compile(net, fullgraph=True, dynamic=False)
+        torch.testing.assert_close(compiled(x), net(x), rtol=0, atol=1e-6)
