@@ -39,27 +39,31 @@ log = logging.getLogger(__name__)
 _COMPILED = "svd_compiled"
 
 
-def onednn_linear_available() -> bool:
-    """Whether this torch can run fp32 Linear layers on oneDNN: an x86-64 build with oneDNN (mkldnn) and
-    its linear kernel (`torch.ops.mkldnn._linear_pointwise`, what inductor's CPU fusions call)."""
-    return (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
-
-
 def _onednn_linear_eager(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
 # Under torch.compile the kernel is one opaque call: inductor's own lowering of _linear_pointwise only
 # takes weights frozen into the graph, which ours are not (the same module runs eager and compiled).
-@torch.library.custom_op("svd_core::onednn_linear", mutates_args=())
-def _onednn_linear_op(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    return _onednn_linear_eager(x, weight, bias)
+# torch.library.custom_op is torch >= 2.4; an older host torch simply keeps F.linear.
+_onednn_linear_op: Callable[[Tensor, Tensor, Tensor | None], Tensor] | None = None
+if hasattr(torch.library, "custom_op") and hasattr(torch, "compiler"):
+    @torch.library.custom_op("svd_core::onednn_linear", mutates_args=())
+    def _onednn_linear_custom(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return _onednn_linear_eager(x, weight, bias)
+
+    @_onednn_linear_custom.register_fake
+    def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+    _onednn_linear_op = _onednn_linear_custom
 
 
-@_onednn_linear_op.register_fake
-def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+def onednn_linear_available() -> bool:
+    """Whether this torch can run fp32 Linear layers on oneDNN: an x86-64 build (torch >= 2.4) with oneDNN
+    (mkldnn) and its linear kernel (`torch.ops.mkldnn._linear_pointwise`, what inductor's CPU fusions call)."""
+    return (_onednn_linear_op is not None and platform.machine().lower() in ("x86_64", "amd64")
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 class OneDNNLinear(nn.Linear):
@@ -72,6 +76,7 @@ class OneDNNLinear(nn.Linear):
                 or x.dim() < 2 or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))):
             return F.linear(x, w, b)
         if torch.compiler.is_compiling():
+            assert _onednn_linear_op is not None  # onednn_linears only switches layers where it exists
             return _onednn_linear_op(x, w, b)
         return _onednn_linear_eager(x, w, b)
 

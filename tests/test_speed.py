@@ -206,3 +206,14 @@ def test_onednn_linear_copies_pickles_and_compiles() -> None:
         assert explained.graph_break_count == 0
         compiled = torch.compile(net, fullgraph=True, dynamic=False)
         torch.testing.assert_close(compiled(x), net(x), rtol=0, atol=1e-6)
+
+
+def test_without_onednn_linear_nothing_is_switched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A torch without custom ops (< 2.4) or oneDNN, or another CPU architecture: layers stay torch.nn.Linear."""
+    monkeypatch.setattr(speed, "_onednn_linear_op", None)
+    assert not speed.onednn_linear_available()
+    m = build_models(SVDConfig.tiny(), device="meta")
+    assert all(type(x) is torch.nn.Linear for x in m.unet.modules() if isinstance(x, torch.nn.Linear))
+    monkeypatch.undo()
+    monkeypatch.setattr(speed.platform, "machine", lambda: "aarch64")
+    assert not speed.onednn_linear_available() and speed.onednn_linears(torch.nn.Linear(2, 2)) == 0
