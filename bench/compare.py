@@ -36,10 +36,13 @@ log = logging.getLogger("bench")
 
 
 def make_config(model: str, frames: int, width: int, height: int):  # type: ignore[no-untyped-def]
-    """"full": SVD-XT 1.1; "medium": the SVD family at 128 UNet channels, every block type, real context width."""
+    """"full": SVD-XT 1.1; "medium": the SVD family at 128 UNet channels, every block type, real context width;
+    "tiny": the tests' model (its own sampling settings)."""
     from svd_core import ImageEncoderConfig, SVDConfig, UNetConfig, VAEConfig
     from svd_core.config import SamplingConfig
 
+    if model == "tiny":
+        return SVDConfig.tiny()
     if model == "full":
         return SVDConfig.svd_xt_1_1().with_sampling(num_frames=frames, width=width, height=height)
     return SVDConfig(
@@ -50,6 +53,16 @@ def make_config(model: str, frames: int, width: int, height: int):  # type: igno
         image_encoder=ImageEncoderConfig(width=640, layers=4, patch_size=14, embed_dim=1024),
         sampling=SamplingConfig(num_frames=frames, width=width, height=height),
     )
+
+
+def add_gpu_bench_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options the GPU benches share: where, which model, what size."""
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--model", choices=("full", "medium", "tiny"), default="full")
+    ap.add_argument("--width", type=int, default=1024)
+    ap.add_argument("--height", type=int, default=576)
+    ap.add_argument("--frames", type=int, default=25)
+    ap.add_argument("--peer", choices=("diffusers", "none"), default="diffusers")
 
 
 def _status_mb(field: str) -> float:

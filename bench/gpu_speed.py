@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from compare import make_config  # noqa: E402
+from compare import add_gpu_bench_arguments, make_config  # noqa: E402
 
 import svd_core  # noqa: E402
 import svd_core.speed  # noqa: E402
@@ -153,18 +153,12 @@ def diffusers_step(config: svd_core.SVDConfig, dtype: torch.dtype, device: str, 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--model", choices=("full", "medium", "tiny"), default="full")
-    ap.add_argument("--width", type=int, default=1024)
-    ap.add_argument("--height", type=int, default=576)
-    ap.add_argument("--frames", type=int, default=25)
+    add_gpu_bench_arguments(ap)
     ap.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp16")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled run")
-    ap.add_argument("--peer", choices=("diffusers", "none"), default="diffusers")
     args = ap.parse_args()
-    config = svd_core.SVDConfig.tiny() if args.model == "tiny" else make_config(args.model, args.frames, args.width,
-                                                                                args.height)
+    config = make_config(args.model, args.frames, args.width, args.height)
     dtype, device, b, t = DTYPES[args.dtype], args.device, 1, args.frames
     f = config.vae.downscale
     h, w = args.height // f, args.width // f

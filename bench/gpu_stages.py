@@ -25,9 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import memory as memory_model  # noqa: E402
-from compare import make_config  # noqa: E402
+from compare import add_gpu_bench_arguments, make_config  # noqa: E402
 
-import svd_core  # noqa: E402
 
 log = logging.getLogger("gpu_stages")
 GiB = 2**30
@@ -72,22 +71,14 @@ def attention_backend(device: str) -> str:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--model", choices=("full", "medium", "tiny"), default="full")
-    ap.add_argument("--width", type=int, default=1024)
-    ap.add_argument("--height", type=int, default=576)
-    ap.add_argument("--frames", type=int, default=25)
+    add_gpu_bench_arguments(ap)
     ap.add_argument("--chunk", type=int, default=14)
     ap.add_argument("--dtype", choices=tuple(memory_model.DTYPES), default="fp16")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--peer", choices=("diffusers", "none"), default="diffusers")
     args = ap.parse_args()
     if args.chunk < 1 or args.chunk > args.frames:
         ap.error(f"--chunk must be between 1 and --frames ({args.frames}), got {args.chunk}")
-    if args.model == "tiny":
-        config = svd_core.SVDConfig.tiny()
-    else:
-        config = make_config(args.model, args.frames, args.width, args.height)
+    config = make_config(args.model, args.frames, args.width, args.height)
     dtype = memory_model.DTYPES[args.dtype]
     work = memory_model.Work(width=args.width, height=args.height, frames=args.frames, chunk=args.chunk,
                              dtype=dtype, vae_dtype=dtype)

@@ -26,7 +26,7 @@ from torch import Tensor
 from svd_core.checks import SIZE_MULTIPLE, check_size, conditioning_errors, sampler_errors
 from svd_core.config import DTYPES, STORAGE_ONLY_DTYPES, SamplingConfig
 from svd_core.image_ops import RESIZE_MODES, fit_image
-from svd_core.pipeline import video_seeds
+from svd_core.pipeline import video_generators, video_seeds
 from svd_core.vae import VAEConfig
 
 __all__ = [
@@ -34,7 +34,7 @@ __all__ = [
     "RESIZE_MODES", "SIZE_MULTIPLE", "ModelHandle", "check_size", "conditioning_errors",
     "empty_latent", "fit_image", "fps_to_fps_id", "frames_to_image", "image_to_bchw",
     "latent_to_video", "latent_video_indices", "make_noise", "match_batches", "parse_dtype", "preview_grid",
-    "repeat_videos", "sampler_errors", "video_generator_seeds", "video_noise", "video_noise_and_generators", "video_noises", "video_to_latent",
+    "repeat_videos", "sampler_errors", "video_generator_seeds", "video_noise_and_generators", "video_noises", "video_to_latent",
 ]
 
 # The VAE's latent: 4 channels, 8x smaller than the image (svd_core.VAEConfig, from svd_xt_1_1.yaml).
@@ -200,21 +200,16 @@ def video_generator_seeds(seed: int, indices: list[int]) -> list[int]:
 def video_noises(per_video: tuple[int, ...], seed: int, indices: list[int], draws: int) -> list[Tensor]:
     """`draws` noise tensors (len(indices), *per_video): video j's from its own CPU generator seeded
     seed + indices[j], drawn one after the other, so a video never depends on the others in its batch."""
-    gens = [torch.Generator(device="cpu").manual_seed(s) for s in video_generator_seeds(seed, indices)]
+    gens = video_generators(video_generator_seeds(seed, indices))
     per_draw = [[torch.randn(per_video, generator=g, dtype=torch.float32) for _ in range(draws)] for g in gens]
     return [torch.stack([d[k] for d in per_draw]) for k in range(draws)]
 
 
-def video_noise(per_video: tuple[int, ...], seed: int, indices: list[int]) -> Tensor:
-    """Noise for one video per entry of `indices`: video j from its own generator seeded seed + indices[j]
-    (svd_core.video_seeds), so a video never depends on the others in its batch. (len(indices), *per_video)."""
-    return video_noises(per_video, seed, indices, 1)[0]
-
-
 def video_noise_and_generators(per_video: tuple[int, ...], seed: int, indices: list[int]) -> tuple[Tensor, list[torch.Generator]]:
-    """`video_noise` and each video's generator, left just after that draw: whatever the sampler draws next
-    (the lcm sampler's fresh noise, ViBiD's re-noising) also comes from the video's own seed."""
-    gens = [torch.Generator(device="cpu").manual_seed(s) for s in video_generator_seeds(seed, indices)]
+    """Noise for one video per entry of `indices` (`video_noises`, one draw) and each video's generator, left
+    just after that draw: whatever the sampler draws next (the lcm sampler's fresh noise, ViBiD's re-noising)
+    also comes from the video's own seed."""
+    gens = video_generators(video_generator_seeds(seed, indices))
     return torch.stack([torch.randn(per_video, generator=g, dtype=torch.float32) for g in gens]), gens
 
 

@@ -120,8 +120,9 @@ class StableVideoExtend(io.ComfyNode):
                   + conditioning_errors(width, height, fps, motion_bucket_id, cond_aug))
         if overlap > t:
             raise ValueError(f"overlap is {overlap} frames but the video has only {t}")
-        if z is not None and (z.shape[0] != b or z.shape[-2:] != (height // 8, width // 8)):
-            raise ValueError(f"latent holds {z.shape[0]} video(s) of {z.shape[-1] * 8}x{z.shape[-2] * 8}, the images "
+        f = model.config.vae.downscale
+        if z is not None and (z.shape[0] != b or z.shape[-2:] != (height // f, width // f)):
+            raise ValueError(f"latent holds {z.shape[0]} video(s) of {z.shape[-1] * f}x{z.shape[-2] * f}, the images "
                              f"{b} of {width}x{height}: connect the latent that made these images")
         need = max(memory.unet_step_bytes(model.config.unet, b, frames, height, width, compute_dtype(model.module)),
                    memory.decode_bytes(model.config.vae, chunk, height, width, compute_dtype(vae.module)))

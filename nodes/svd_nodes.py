@@ -394,8 +394,9 @@ class StableVideoSampler(io.ComfyNode):
         n = match_batches(positive.batch_size, start.shape[0])
         if positive.concat.shape[-2:] != start.shape[-2:]:
             h, w = positive.concat.shape[-2:]
-            raise ValueError(f"latent is {start.shape[-1] * 8}x{start.shape[-2] * 8} pixels but positive was made "
-                             f"at {w * 8}x{h * 8}: use the same width and height in both nodes")
+            f = model.config.vae.downscale
+            raise ValueError(f"latent is {start.shape[-1] * f}x{start.shape[-2] * f} pixels but positive was made "
+                             f"at {w * f}x{h * f}: use the same width and height in both nodes")
         positive, negative = _repeat_cond(positive, n), _repeat_cond(negative, n)
         scale = model.config.vae.scale_factor  # ComfyUI latent space -> the model's diffusion space
         indices = latent_video_indices(latent, start.shape[0], "latent")

@@ -37,10 +37,13 @@ from typing import Any
 import numpy as np
 from PIL import UnidentifiedImageError
 
+from .cli import VIDEO_SUFFIXES
+from .pipeline import video_seeds
+
 log = logging.getLogger("svd_core.batch")
 
 MANIFEST = "results.jsonl"
-FORMATS = ("webp", "gif", "png", "mp4")
+FORMATS = tuple(suffix.lstrip(".") for suffix in VIDEO_SUFFIXES)  # what the command line writes
 
 
 class BatchError(ValueError):
@@ -64,12 +67,13 @@ def plan(images: str, output: Path, fmt: str, seed: int) -> list[Job]:
         raise BatchError(f"--format must be one of {FORMATS}, got {fmt!r}")
     jobs: list[Job] = []
     taken: dict[Path, str] = {}
+    seeds = video_seeds(seed, len(paths))
     for i, p in enumerate(paths):
         out = output.resolve() / f"{Path(p).stem}.{fmt}"
         if out in taken:
             raise BatchError(f"--images: '{taken[out]}' and '{p}' would both write '{out.name}'; rename one")
         taken[out] = p
-        jobs.append(Job(i, p, str(out), (int(seed) + i) % 2**64))
+        jobs.append(Job(i, p, str(out), seeds[i]))
     return jobs
 
 

@@ -226,13 +226,13 @@ def settings_for(models: SVDModels, args: argparse.Namespace) -> Settings:
     if errors:
         raise ValueError(errors[0])
     fps = args.fps if args.fps is not None else s.fps_id + 1
-    pick = lambda given, default: default if given is None else given  # noqa: E731
+    o = s.overridden(num_frames=args.frames, motion_bucket_id=args.motion_bucket_id, cond_aug=args.cond_aug,
+                     min_cfg=args.min_cfg, max_cfg=args.max_cfg)
     return Settings(
         preset=models.config.name, width=args.width or s.width, height=args.height or s.height,
-        frames=pick(args.frames, s.num_frames), steps=steps, fps=fps, fps_id=fps - 1 if args.fps_id is None else args.fps_id,
-        motion_bucket_id=pick(args.motion_bucket_id, s.motion_bucket_id), cond_aug=pick(args.cond_aug, s.cond_aug),
-        min_cfg=pick(args.min_cfg, s.min_cfg), max_cfg=pick(args.max_cfg, s.max_cfg), guidance=args.guidance,
-        sampler=sampler, resize=args.resize, loop=args.loop)
+        frames=o.num_frames, steps=steps, fps=fps, fps_id=fps - 1 if args.fps_id is None else args.fps_id,
+        motion_bucket_id=o.motion_bucket_id, cond_aug=o.cond_aug, min_cfg=o.min_cfg, max_cfg=o.max_cfg,
+        guidance=args.guidance, sampler=sampler, resize=args.resize, loop=args.loop)
 
 
 def render(models: SVDModels, settings: Settings, image: Path | BinaryIO, output: Path, *, seed: int,

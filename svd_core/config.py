@@ -23,6 +23,7 @@ the mp4's frame rate), noise_aug_strength 0.02 and num_frames 25 (the SVD-XT bas
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -58,6 +59,11 @@ class SamplingConfig:
     sigma_max: float = SIGMA_MAX
     rho: float = RHO
     sampler: str = "euler"  # the reference's EulerEDMSampler; "lcm" for consistency-distilled UNets
+
+    def overridden(self, **values: Any) -> "SamplingConfig":
+        """These settings with every value given that is not None put in place (a caller's unset
+        arguments fall back to the preset)."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
 
 
 @dataclass(frozen=True)

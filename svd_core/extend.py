@@ -21,7 +21,7 @@ from torch import Tensor
 from .keyframes import clean_latents
 from .models import SVDModels
 from .pipeline import (
-    HeldFrames, StepCallback, decode_chunk, decode_latents, encode_conditioning, sample_video, validate_image, video_seeds,
+    HeldFrames, StepCallback, decode_chunk, decode_latents, encode_conditioning, sample_video, validate_image, video_generators, video_seeds,
 )
 
 __all__ = ["DEFAULT_OVERLAP", "extend", "match_colour"]
@@ -84,14 +84,11 @@ def extend(
         raise ValueError(f"overlap is {overlap} frames but the video has only {t}")
     if isinstance(num_clips, bool) or not isinstance(num_clips, int) or num_clips < 1:
         raise ValueError(f"num_clips must be at least 1, got {num_clips!r}")
-    chunk = min(s.decode_chunk_size, num_frames) if decode_chunk_size is None else decode_chunk(decode_chunk_size, num_frames)
-    num_steps = s.num_steps if num_steps is None else num_steps
-    fps_id = s.fps_id if fps_id is None else fps_id
-    motion_bucket_id = s.motion_bucket_id if motion_bucket_id is None else motion_bucket_id
-    cond_aug = s.cond_aug if cond_aug is None else cond_aug
-    min_cfg = s.min_cfg if min_cfg is None else min_cfg
-    sampler = s.sampler if sampler is None else sampler
-    max_cfg = s.max_cfg if max_cfg is None else max_cfg
+    chunk = decode_chunk(decode_chunk_size, num_frames, default=s.decode_chunk_size)
+    s = s.overridden(num_steps=num_steps, fps_id=fps_id, motion_bucket_id=motion_bucket_id, cond_aug=cond_aug,
+                     min_cfg=min_cfg, max_cfg=max_cfg, sampler=sampler)
+    num_steps, min_cfg, max_cfg, sampler = s.num_steps, s.min_cfg, s.max_cfg, s.sampler
+    fps_id, motion_bucket_id, cond_aug = s.fps_id, s.motion_bucket_id, s.cond_aug
 
     f = models.vae.config.downscale
     h, w = video.shape[-2] // f, video.shape[-1] // f
@@ -105,7 +102,7 @@ def extend(
     else:
         last = rearrange(clean_latents(models.vae, rearrange(video[:, -overlap:].float(), "b t c h w -> (b t) c h w")),
                          "(b t) c h w -> b t c h w", b=b)
-    gens = [torch.Generator("cpu").manual_seed(s_i) for s_i in video_seeds(seed, b)]
+    gens = video_generators(video_seeds(seed, b))
     out = video.float()
     for k in range(num_clips):
         noise = torch.stack([torch.randn((num_frames, c, h, w), generator=g, dtype=torch.float32) for g in gens])

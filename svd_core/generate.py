@@ -17,7 +17,7 @@ from .keyframes import VIBID_STEPS, encode_keyframes, sample_keyframes
 from .models import SVDModels
 from .speed import compile_models
 from .pipeline import (
-    StepCallback, decode_chunk, decode_latents, encode_conditioning, sample_video, validate_image, video_seeds,
+    StepCallback, decode_chunk, decode_latents, encode_conditioning, sample_video, validate_image, video_generators, video_seeds,
 )
 
 __all__ = ["generate"]
@@ -82,20 +82,17 @@ def generate(
     if keyframed and cfg_parallel is not None:
         raise ValueError("cfg_parallel splits the guided sampler's UNet calls; the keyframe sampler of end_image / "
                          "loop runs in one process: leave cfg_parallel unset")
-    s = models.config.sampling
-    num_frames = s.num_frames if num_frames is None else num_frames
-    num_steps = (VIBID_STEPS if keyframed else s.num_steps) if num_steps is None else num_steps
-    min_cfg = s.min_cfg if min_cfg is None else min_cfg
-    sampler = s.sampler if sampler is None else sampler
-    max_cfg = s.max_cfg if max_cfg is None else max_cfg
-    fps_id = s.fps_id if fps_id is None else fps_id
-    motion_bucket_id = s.motion_bucket_id if motion_bucket_id is None else motion_bucket_id
-    cond_aug = s.cond_aug if cond_aug is None else cond_aug
+    s = models.config.sampling.overridden(
+        num_frames=num_frames, num_steps=VIBID_STEPS if keyframed and num_steps is None else num_steps,
+        min_cfg=min_cfg, max_cfg=max_cfg, sampler=sampler, fps_id=fps_id, motion_bucket_id=motion_bucket_id,
+        cond_aug=cond_aug)
+    num_frames, num_steps, min_cfg, max_cfg, sampler = s.num_frames, s.num_steps, s.min_cfg, s.max_cfg, s.sampler
+    fps_id, motion_bucket_id, cond_aug = s.fps_id, s.motion_bucket_id, s.cond_aug
     if num_frames < (3 if loop else 2 if keyframed else 1):
         raise ValueError(f"num_frames must be at least {3 if loop else 2 if keyframed else 1}"
                          f"{' for a loop' if loop else ' between two keyframes' if keyframed else ''}, got {num_frames}")
     # checked before any work; the preset's chunk (the reference's 14) is clamped to short videos quietly
-    chunk = min(s.decode_chunk_size, num_frames) if decode_chunk_size is None else decode_chunk(decode_chunk_size, num_frames)
+    chunk = decode_chunk(decode_chunk_size, num_frames, default=s.decode_chunk_size)
     b, _, h, w = image.shape
     if end_image is not None:
         validate_image(end_image, "end_image", check_size=False)
@@ -107,7 +104,7 @@ def generate(
     f = models.vae.config.downscale
     shape = (b, num_frames, models.vae.config.latent_channels, h // f, w // f)
     # one CPU generator per video, seeded seed + i: video i is the video its image gives alone with seed + i
-    gens = [torch.Generator("cpu").manual_seed(s_i) for s_i in video_seeds(seed, b)]
+    gens = video_generators(video_seeds(seed, b))
     drawn = torch.stack([torch.randn(shape[1:], generator=g, dtype=torch.float32) for g in gens])
     aug_noise = torch.stack([torch.randn(tuple(image.shape[1:]), generator=g, dtype=torch.float32) for g in gens])
     if noise is not None:

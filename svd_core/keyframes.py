@@ -36,13 +36,13 @@ from torch import Tensor
 from .guidance import GuidedDenoiser, guidance_scales
 from .image_encoder import ImageEncoder
 from .layers import compute_dtype, execution_device
-from .pipeline import Conditioning, StepCallback, encode_conditioning, guided_denoiser
+from .pipeline import Conditioning, StepCallback, encode_conditioning, guided_denoiser, video_noise_sampler
 from .sampling import RHO, SIGMA_MAX, SIGMA_MIN, NoiseSampler, initial_noise_scale, karras_sigmas
 from .unet import UNet
 from .vae import VAE
 
 __all__ = ["VIBID_STEPS", "VIBID_CFG", "VIBID_CFG_FLIP", "Keyframes", "clean_latents", "encode_keyframes",
-           "sample_vibid", "sample_keyframes", "per_video_noise"]
+           "sample_vibid", "sample_keyframes"]
 
 VIBID_STEPS = 25  # vibidsampler.py sample(): num_steps default for svd_xt
 VIBID_CFG = 1.0  # vibidsampler.py sample(): cfg_scale
@@ -145,18 +145,6 @@ def sample_vibid(
     return x
 
 
-def per_video_noise(generators: list[torch.Generator], num_frames: int, device: torch.device) -> NoiseSampler:
-    """Fresh standard-normal noise for "(b t)" batches, video b from its own CPU generator (so a video's
-    noise does not depend on its batch), moved to `device`."""
-
-    def noise(like: Tensor) -> Tensor:
-        per_video = (num_frames, *like.shape[1:])
-        draws = [torch.randn(per_video, generator=g, dtype=torch.float32) for g in generators]
-        return rearrange(torch.stack(draws), "b t c h w -> (b t) c h w").to(device=like.device, dtype=like.dtype)
-
-    return noise
-
-
 def sample_keyframes(
     unet: UNet,
     positive: Conditioning,
@@ -201,6 +189,6 @@ def sample_keyframes(
 
     with torch.inference_mode():
         out = sample_vibid(first, last, x, sigmas, first_latent=keyframes.start_latent.to(device),
-                           last_latent=keyframes.end_latent.to(device), noise_sampler=per_video_noise(gens, t, device),
+                           last_latent=keyframes.end_latent.to(device), noise_sampler=video_noise_sampler(gens, t),
                            callback=on_step)
     return rearrange(out, "(b t) c h w -> b t c h w", t=t)

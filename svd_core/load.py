@@ -141,18 +141,28 @@ def _spelling(path: Path, part: str, sources: Mapping[str, _Tensor], names: Mapp
 def _folder_names(part: str, names: Mapping[str, tuple[int, ...]]) -> dict[str, list[str]]:
     """Our name -> the diffusers / transformers names of the same tensor (several where one is split),
     by renaming shape-only tensors and following each back to its source."""
-    meta = {k: torch.empty(v, device="meta") for k, v in names.items()}
     try:
-        theirs = _TO_FOLDER[part](meta)
+        _, sources = _trace_renaming(_TO_FOLDER[part], names)
     except (ValueError, KeyError, RuntimeError, IndexError):
         return {}
-    origin = {id(v): k for k, v in meta.items()}
     out: dict[str, list[str]] = {}
-    for key, v in theirs.items():
-        src = origin.get(id(v)) or (origin.get(id(v._base)) if v._base is not None else None)
+    for key, src in sources.items():
         if src is not None:
             out.setdefault(src, []).append(key)
     return out
+
+
+def _trace_renaming(rename: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+                    shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, torch.Tensor], dict[str, str | None]]:
+    """Run a renaming (a convert module's from_folder / to_folder) on shape-only (meta) tensors: the renamed
+    tensors, and for each new name the name it came from (the same tensor, or a view of it), or None where
+    it was made from several (e.g. q, k, v stacked). The renaming's own errors propagate."""
+    meta = {k: torch.empty(shape, device="meta") for k, shape in shapes.items()}
+    renamed = rename(meta)
+    origin = {id(v): k for k, v in meta.items()}
+    sources = {k: origin.get(id(v)) or (origin.get(id(v._base)) if v._base is not None else None)
+               for k, v in renamed.items()}
+    return renamed, sources
 
 
 def _respell(message: str, part: str, spell: Spell, known: set[str]) -> str:
@@ -349,13 +359,12 @@ def _unet_file_sources(path: Path) -> tuple[dict[str, _Tensor], str]:
         raise CheckpointError(
             f"unet file '{path}' is not an SVD UNet: none of its {len(header)} tensors (e.g. {sorted(header)[:3]}) "
             f"starts with '{UNET_PREFIX}', 'input_blocks.' or diffusers' 'down_blocks.'")
-    meta = {k: torch.empty(t.shape, device="meta") for k, t in header.items()}
     try:
-        ours = convert_unet.from_folder(meta)
+        _, sources = _trace_renaming(convert_unet.from_folder, {k: t.shape for k, t in header.items()})
     except (KeyError, ValueError, RuntimeError, IndexError) as e:
         raise CheckpointError(f"unet file '{path}' is not an SVD UNet in diffusers' layout: {e}") from e
-    origin = {id(v): k for k, v in meta.items()}  # the UNet's renaming passes each tensor through as it is
-    return {name: header[origin[id(v)]] for name, v in ours.items()}, "diffusers"
+    # the UNet's renaming passes each tensor through as it is
+    return {name: header[src] for name, src in sources.items() if src is not None}, "diffusers"
 
 
 def _unet_spelling(sources: Mapping[str, _Tensor], layout: str, names: Mapping[str, tuple[int, ...]]) -> Spell:
@@ -506,20 +515,16 @@ def _rename_meta(folder: Path, tensors: dict[str, dict[str, _Tensor]],
     """Run each part's renaming on shape-only (meta) tensors to learn our names and shapes first."""
     out: dict[str, dict[str, _Tensor]] = {}
     for part in parts:
-        rename = _FROM_DIFFUSERS[part]
-        meta = {k: torch.empty(t.shape, device="meta") for k, t in tensors[part].items()}
         try:
-            ours = rename(meta)
+            ours, sources = _trace_renaming(_FROM_DIFFUSERS[part], {k: t.shape for k, t in tensors[part].items()})
         except (KeyError, ValueError, RuntimeError, IndexError) as e:
             if folder.is_dir():
                 files = sorted(str(f.relative_to(folder)) for f in {t.file for t in tensors[part].values()})
                 raise CheckpointError(f"diffusers folder '{folder}' ({', '.join(files)}) is not an SVD {part}: {e}") from e
             raise CheckpointError(f"checkpoint '{folder}': its image tower is not a CLIP vision model: {e}") from e
-        # where each of our tensors comes from: the same (or a view of the same) meta tensor
-        origin = {id(v): k for k, v in meta.items()}
         out[part] = {}
         for k, v in ours.items():
-            src = origin.get(id(v)) or (origin.get(id(v._base)) if v._base is not None else None)
+            src = sources[k]  # where each of our tensors comes from
             if src is not None:
                 out[part][k] = _Tensor(tensors[part][src].file, tensors[part][src].key, tuple(v.shape))
             else:  # made from several tensors (e.g. q, k, v stacked)

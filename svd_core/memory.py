@@ -200,7 +200,7 @@ def decode_bytes(cfg: VAEConfig, frames: int, height: int, width: int, dtype: to
             res_h, res_w = 2 * res_h, 2 * res_w
             upsampled = True
     p = res_h * res_w
-    out = ledger.alloc(frames * cfg.out_channels * p * e)
+    ledger.alloc(frames * cfg.out_channels * p * e)  # the decoded frames
     ledger.free(clip)
     ledger.alloc(frames * cfg.out_channels * p * (e + 2 * F32))  # time_mix_conv, float32 frames, clamped
     return ledger.peak

@@ -16,13 +16,13 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
+from .checks import SIZE_MULTIPLE
 from .config import SamplingConfig
 from .edm import VDenoiser
 from .embeddings import timestep_embedding
 from .guidance import GuidedDenoiser, guidance_scales
 from .image_encoder import ImageEncoder, encode_image
 from .layers import compute_dtype, execution_device
-from .models import SVDModels
 from .sampling import (
     RHO, SAMPLERS, SCHEDULES, SIGMA_MAX, SIGMA_MIN, Denoiser, StepHook, initial_noise_scale, randn_noise_sampler,
 )
@@ -204,15 +204,15 @@ def conditional_denoiser(unet: UNet, positive: Conditioning, num_frames: int) ->
     return _preconditioned(unet, [positive], num_frames)
 
 
-def _video_noise_sampler(generators: list[torch.Generator], num_frames: int, device: torch.device) -> Callable[[Tensor], Tensor]:
+def video_noise_sampler(generators: list[torch.Generator], num_frames: int) -> Callable[[Tensor], Tensor]:
     """Fresh standard-normal noise like a "(b t)"-folded x, video i's frames drawn on the CPU from
-    generators[i]: each video's draws depend on its own generator only (a seed per video), and are the
-    same numbers on every device."""
+    generators[i], then moved to x's device: each video's draws depend on its own generator only (a seed
+    per video), and are the same numbers on every device."""
 
     def noise(like: Tensor) -> Tensor:
         per_video = (num_frames, *like.shape[1:])
         drawn = [torch.randn(per_video, generator=g, dtype=torch.float32) for g in generators]
-        return rearrange(torch.stack(drawn), "b t ... -> (b t) ...").to(device=device, dtype=like.dtype)
+        return rearrange(torch.stack(drawn), "b t ... -> (b t) ...").to(device=like.device, dtype=like.dtype)
 
     return noise
 
@@ -316,7 +316,7 @@ def sample_video(
     kwargs: dict[str, object] = {"callback": on_step, "step_hook": step_hook}
     if spec.needs_noise:
         if isinstance(generator, list):
-            fresh = _video_noise_sampler(generator, t, device)
+            fresh = video_noise_sampler(generator, t)
         else:
             gen = generator if generator is not None else torch.Generator().manual_seed(0)
             fresh = _device_noise(randn_noise_sampler(gen), device)
@@ -333,11 +333,12 @@ def _device_noise(sampler: Callable[[Tensor], Tensor], device: torch.device) -> 
     return lambda like: sampler(like.to("cpu")).to(device)
 
 
-def decode_chunk(decode_chunk_size: int | None, num_frames: int) -> int:
-    """The frames decoded together: decode_chunk_size (None: the reference's 14), at most the video's
-    num_frames (a larger value is clamped, with a warning naming it); below 1 is refused."""
+def decode_chunk(decode_chunk_size: int | None, num_frames: int, default: int = DEFAULT_DECODE_CHUNK) -> int:
+    """The frames decoded together: decode_chunk_size (None: `default`, the reference's 14 or a preset's,
+    quietly at most num_frames), at most the video's num_frames (a larger value is clamped, with a warning
+    naming it); below 1 is refused."""
     if decode_chunk_size is None:
-        return min(DEFAULT_DECODE_CHUNK, num_frames)
+        return min(default, num_frames)
     if isinstance(decode_chunk_size, bool) or not isinstance(decode_chunk_size, int):
         raise ValueError(f"decode_chunk_size must be a whole number of frames, got {decode_chunk_size!r}")
     if decode_chunk_size < 1:
@@ -380,12 +381,18 @@ def video_seeds(seed: int, count: int) -> list[int]:
     return [(int(seed) + i) % 2**64 for i in range(count)]
 
 
+def video_generators(seeds: list[int]) -> list[torch.Generator]:
+    """One CPU generator per video, seeded with its seed (`video_seeds`): every draw of video i comes from its
+    own generator, so it never depends on the other videos of its batch, nor on the device."""
+    return [torch.Generator("cpu").manual_seed(s) for s in seeds]
+
+
 def validate_image(image: Tensor, name: str = "image", *, check_size: bool = True) -> None:
     if not isinstance(image, Tensor) or image.ndim != 4 or image.shape[1] != 3 or not image.is_floating_point():
         raise ValueError(f"{name} must be a float tensor (B, 3, H, W) in [0, 1], got {getattr(image, 'shape', type(image))}")
     h, w = image.shape[-2:]
-    if h == 0 or w == 0 or (check_size and (h % 64 or w % 64)):
-        raise ValueError(f"{name} is {w}x{h}; width and height must be positive multiples of 64")
+    if h == 0 or w == 0 or (check_size and (h % SIZE_MULTIPLE or w % SIZE_MULTIPLE)):
+        raise ValueError(f"{name} is {w}x{h}; width and height must be positive multiples of {SIZE_MULTIPLE}")
     if not torch.isfinite(image).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     lo, hi = float(image.min()), float(image.max())

@@ -8,12 +8,16 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import save_file
 
 from .config import SVDConfig
 from .layout import SINGLE_FILE_PREFIXES, file_name
+
+if TYPE_CHECKING:
+    from .models import SVDModels
 
 
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -27,6 +31,17 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         for name, p in module.named_parameters():
             p.copy_(random_tensor(name, tuple(p.shape), g).to(p.dtype))
     return module
+
+
+def random_models(config: SVDConfig | None = None, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> "SVDModels":
+    """Models for `config` (the tiny one by default) in eval mode with random weights: the UNet, image encoder
+    and VAE randomised (`randomize_`) with seed, seed + 1 and seed + 2."""
+    from .models import PARTS, build_models  # late import: models imports this module's siblings
+
+    models = build_models(config or SVDConfig.tiny(), dtype=dtype)
+    for i, part in enumerate(PARTS):
+        randomize_(getattr(models, part), seed=seed + i).eval().requires_grad_(False)
+    return models
 
 
 def random_tensor(name: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:

@@ -94,16 +94,22 @@ def get_sigmas_karras(
     return torch.cat([sigmas, sigmas.new_zeros(1)])  # (n+1,)
 
 
-def karras_sigmas(num_steps: int, *, sigma_min: float, sigma_max: float, rho: float, denoise: float = 1.0) -> Tensor:
-    """The sigmas actually stepped through: the Karras schedule, or its last num_steps+1 entries of a
-    longer schedule when denoise < 1 (ComfyUI's convention for partial denoising)."""
+def _schedule_length(num_steps: int, denoise: float) -> int:
+    """How many steps the whole schedule has whose last num_steps are stepped through: num_steps, or
+    int(num_steps / denoise) for a partial denoise (ComfyUI's convention)."""
     if not 0.0 < denoise <= 1.0:
         raise ValueError(f"denoise must be in (0, 1], got {denoise}")
     if num_steps < 1:
         raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+    return num_steps if denoise == 1.0 else max(num_steps, int(num_steps / denoise))
+
+
+def karras_sigmas(num_steps: int, *, sigma_min: float, sigma_max: float, rho: float, denoise: float = 1.0) -> Tensor:
+    """The sigmas actually stepped through: the Karras schedule, or its last num_steps+1 entries of a
+    longer schedule when denoise < 1 (ComfyUI's convention for partial denoising)."""
+    total = _schedule_length(num_steps, denoise)
     if denoise == 1.0:
         return get_sigmas_karras(num_steps, sigma_min, sigma_max, rho)
-    total = max(num_steps, int(num_steps / denoise))
     if total > MAX_SCHEDULE:
         raise ValueError(f"denoise {denoise} with {num_steps} steps needs a schedule of {total} steps "
                          f"(at most {MAX_SCHEDULE}); raise denoise")
@@ -127,13 +133,9 @@ def lcm_sigmas(num_steps: int, *, sigma_min: float, sigma_max: float, rho: float
     denoise < 1 takes the last num_steps + 1 entries of the schedule of int(num_steps / denoise) steps, as
     `karras_sigmas` does; that schedule may not have more than `num_train_timesteps` steps.
     """
-    if not 0.0 < denoise <= 1.0:
-        raise ValueError(f"denoise must be in (0, 1], got {denoise}")
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+    total = _schedule_length(num_steps, denoise)
     if not 0.0 < sigma_min <= sigma_max:
         raise ValueError(f"need 0 < sigma_min <= sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
-    total = num_steps if denoise == 1.0 else max(num_steps, int(num_steps / denoise))
     if total > num_train_timesteps:
         what = f"{num_steps} steps" if denoise == 1.0 else f"{num_steps} steps at denoise {denoise} ({total} levels)"
         raise ValueError(f"the lcm sampler takes at most {num_train_timesteps} steps (the consistency model's "

@@ -7,10 +7,10 @@ import torch
 from einops import rearrange
 
 import svd_core
-from svd_core import SVDConfig, build_models, extend, generate
+from svd_core import SVDConfig, extend, generate
 from svd_core.keyframes import clean_latents, encode_keyframes, sample_keyframes
 from svd_core.pipeline import HeldFrames, decode_latents, encode_conditioning, guided_denoiser, sample_video, video_seeds
-from svd_core.random_weights import randomize_
+from svd_core.random_weights import random_models
 from svd_core.sampling import initial_noise_scale, karras_sigmas
 
 H = W = 64
@@ -19,11 +19,7 @@ T = 4
 
 @pytest.fixture(scope="module")
 def models() -> svd_core.SVDModels:
-    m = build_models(SVDConfig.tiny(), dtype=torch.float32)
-    for i, part in enumerate((m.unet, m.image_encoder, m.vae)):
-        randomize_(part, seed=40 + i)
-        part.eval().requires_grad_(False)
-    return m
+    return random_models(SVDConfig.tiny(), seed=40)
 
 
 def _images(n: int, seed: int) -> torch.Tensor:

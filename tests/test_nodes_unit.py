@@ -6,7 +6,6 @@ module name `nodes` (the host tests import it in the same pytest process).
 from __future__ import annotations
 
 import importlib.util
-import math
 import sys
 from pathlib import Path
 

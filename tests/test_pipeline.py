@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from svd_core.random_weights import randomize_
-from svd_core import (SVDConfig, build_models, decode_latents, encode_conditioning, generate, load_models, sample_video,
+from svd_core.random_weights import random_models
+from svd_core import (SVDConfig, decode_latents, encode_conditioning, generate, load_models, sample_video,
                       video_seeds)
 from svd_core.convert.folder import save_diffusers_folder
 
@@ -21,11 +21,7 @@ T = 4
 
 @pytest.fixture(scope="module")
 def models():
-    m = build_models(SVDConfig.tiny(), dtype=torch.float32)
-    for i, part in enumerate((m.unet, m.image_encoder, m.vae)):
-        randomize_(part, seed=10 + i)
-        part.eval().requires_grad_(False)
-    return m
+    return random_models(SVDConfig.tiny(), seed=10)
 
 
 @pytest.fixture(scope="module")

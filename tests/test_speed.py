@@ -10,7 +10,8 @@ import torch
 
 import svd_core
 import svd_core.speed as speed
-from svd_core import SVDConfig, build_models, randomize_
+from svd_core import SVDConfig, build_models
+from svd_core.random_weights import random_models
 from svd_core.pipeline import Conditioning, decode_latents, guided_denoiser, sample_video
 
 T = 3
@@ -18,11 +19,7 @@ T = 3
 
 @pytest.fixture()
 def models() -> svd_core.SVDModels:
-    m = build_models(SVDConfig.tiny(), dtype=torch.float32)
-    for i, part in enumerate((m.unet, m.image_encoder, m.vae)):
-        randomize_(part, seed=60 + i)
-        part.eval().requires_grad_(False)
-    return m
+    return random_models(SVDConfig.tiny(), seed=60)
 
 
 def _inputs(cfg: svd_core.UNetConfig) -> tuple[torch.Tensor, ...]:

@@ -84,6 +84,26 @@ class ServerStub:
 
 # --- tiny checkpoints --------------------------------------------------------------------------
 
+def node_videos(nodes: dict[str, Any], images: torch.Tensor, *, size: int, frames: int, cond_seed: int = 0,
+                sample_seed: int = 0, videos: int = 1, pick: int | None = None, **cond: Any) -> dict[str, Any]:
+    """images (B, H, W, 3) through the pack's nodes on the tiny checkpoint (fp32): loader, conditioning (fps 7
+    and `cond`), empty latent of `videos` videos, 2 euler steps, decode. `pick` selects one video of the empty
+    latent with core's LatentFromBatch (which writes batch_index) before sampling. Returns every output."""
+    model, clip, vae = nodes["StableVideoCheckpointLoader"].execute(ckpt_name=SVD_CKPT, weight_dtype="fp32").result
+    pos, neg = nodes["StableVideoConditioning"].execute(
+        clip_vision=clip, vae=vae, image=images, width=size, height=size, resize_mode="crop", fps=7,
+        motion_bucket_id=127, cond_aug=0.02, seed=cond_seed, **cond).result
+    (latent,) = nodes["StableVideoEmptyLatent"].execute(width=size, height=size, frames=frames, batch_size=videos).result
+    if pick is not None:
+        (latent,) = nodes["LatentFromBatch"]().frombatch(latent, pick * frames, frames)
+        assert latent["batch_index"] == list(range(pick * frames, (pick + 1) * frames))
+    (z,) = nodes["StableVideoSampler"].execute(
+        model=model, positive=pos, negative=neg, latent=latent, seed=sample_seed, steps=2, min_cfg=1.5, max_cfg=3.0,
+        guidance="linear", sampler="euler", sigma_min=0.002, sigma_max=700.0, rho=7.0, denoise=1.0).result
+    decoded = nodes["StableVideoDecode"].execute(vae=vae, latent=z, frames_per_chunk=0).result[0]
+    return {"model": model, "clip": clip, "vae": vae, "positive": pos, "negative": neg, "latent": z, "frames": decoded}
+
+
 def write_svd_checkpoint(path: Path) -> Path:
     """svd_core's tiny random config (its VAE keeps the real 1/8 latent that StableVideoEmptyLatent makes)."""
     import svd_core

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import urllib.request
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest

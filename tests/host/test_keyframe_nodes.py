@@ -17,18 +17,9 @@ SIZE, FRAMES = 64, 4
 
 
 def _start(comfy_nodes: Any, **cond: Any) -> tuple[Any, ...]:
-    n = comfy_nodes.NODE_CLASS_MAPPINGS
-    model, clip, vae = n["StableVideoCheckpointLoader"].execute(ckpt_name=hostenv.SVD_CKPT, weight_dtype="fp32").result
     image = torch.rand(1, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(1))
-    pos, neg = n["StableVideoConditioning"].execute(
-        clip_vision=clip, vae=vae, image=image, width=SIZE, height=SIZE, resize_mode="crop", fps=7,
-        motion_bucket_id=127, cond_aug=0.02, seed=0, **cond).result
-    (latent,) = n["StableVideoEmptyLatent"].execute(width=SIZE, height=SIZE, frames=FRAMES, batch_size=1).result
-    (z,) = n["StableVideoSampler"].execute(
-        model=model, positive=pos, negative=neg, latent=latent, seed=0, steps=2, min_cfg=1.5, max_cfg=3.0,
-        guidance="linear", sampler="euler", sigma_min=0.002, sigma_max=700.0, rho=7.0, denoise=1.0).result
-    frames = n["StableVideoDecode"].execute(vae=vae, latent=z, frames_per_chunk=0).result[0]
-    return model, clip, vae, pos, z, frames
+    r = hostenv.node_videos(comfy_nodes.NODE_CLASS_MAPPINGS, image, size=SIZE, frames=FRAMES, **cond)
+    return r["model"], r["clip"], r["vae"], r["positive"], r["latent"], r["frames"]
 
 
 def test_end_image_of_another_size_and_loops_through_the_nodes(comfy_nodes: Any, assets: Path) -> None:

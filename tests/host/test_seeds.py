@@ -25,20 +25,8 @@ def _videos(comfy_nodes: Any, images: torch.Tensor, cond_seed: int, sample_seed:
             pick: int | None = None) -> torch.Tensor:
     """images (B, H, W, 3) -> frames (B*T, H, W, 3) through the pack's nodes; `pick` selects one video of
     the empty latent with core's LatentFromBatch (which writes batch_index) before sampling."""
-    n = _nodes(comfy_nodes)
-    model, clip, vae = n["StableVideoCheckpointLoader"].execute(ckpt_name=hostenv.SVD_CKPT, weight_dtype="fp32").result
-    pos, neg = n["StableVideoConditioning"].execute(
-        clip_vision=clip, vae=vae, image=images, width=SIZE, height=SIZE, resize_mode="crop", fps=7,
-        motion_bucket_id=127, cond_aug=0.02, seed=cond_seed).result
-    (latent,) = n["StableVideoEmptyLatent"].execute(width=SIZE, height=SIZE, frames=FRAMES, batch_size=videos).result
-    if pick is not None:
-        (latent,) = n["LatentFromBatch"]().frombatch(latent, pick * FRAMES, FRAMES)
-        assert latent["batch_index"] == list(range(pick * FRAMES, (pick + 1) * FRAMES))
-    (z,) = n["StableVideoSampler"].execute(
-        model=model, positive=pos, negative=neg, latent=latent, seed=sample_seed, steps=2, min_cfg=1.5, max_cfg=3.0,
-        guidance="linear", sampler="euler", sigma_min=0.002, sigma_max=700.0, rho=7.0, denoise=1.0).result
-    frames = n["StableVideoDecode"].execute(vae=vae, latent=z, frames_per_chunk=0).result[0]
-    return frames
+    return hostenv.node_videos(_nodes(comfy_nodes), images, size=SIZE, frames=FRAMES, cond_seed=cond_seed,
+                               sample_seed=sample_seed, videos=videos, pick=pick)["frames"]
 
 
 def test_video_i_of_a_batch_is_its_image_alone_with_seed_plus_i(comfy_nodes: Any, assets: Path) -> None:
