@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from compare import make_config  # noqa: E402
 
 from svd_core import save_random_checkpoint  # noqa: E402
-from svd_core.batch import run  # noqa: E402
+from svd_core.app.batch import run  # noqa: E402
 
 log = logging.getLogger("batch_scaling")
 

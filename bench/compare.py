@@ -179,8 +179,8 @@ def prepare(d: Path, model: str, frames: int, width: int, height: int, dtype_nam
     from safetensors.torch import save_file
 
     import svd_core
-    from svd_core.convert.folder import save_diffusers_folder
-    from svd_core.random_weights import random_state_dict
+    from svd_core.weights.convert.folder import save_diffusers_folder
+    from svd_core.weights.random_weights import random_state_dict
 
     config = make_config(model, frames, width, height)
     from svd_core.config import DTYPES

@@ -36,7 +36,7 @@ from compare import make_config  # noqa: E402
 
 import svd_core  # noqa: E402
 import svd_core.speed as speed  # noqa: E402
-from svd_core.random_weights import randomize_  # noqa: E402
+from svd_core.weights.random_weights import randomize_  # noqa: E402
 
 log = logging.getLogger("cpu_speed")
 
@@ -69,7 +69,7 @@ def build(frames: int, size: int) -> tuple[svd_core.UNet, dict[str, Callable[[di
     try:
         import diffusers
 
-        from svd_core.convert.unet import folder_config, to_folder
+        from svd_core.weights.convert.unet import folder_config, to_folder
 
         theirs = diffusers.UNetSpatioTemporalConditionModel(**folder_config(cfg)).eval().requires_grad_(False)
         theirs.load_state_dict(to_folder(ours.state_dict()))

@@ -33,7 +33,7 @@ from compare import add_gpu_bench_arguments, make_config  # noqa: E402
 import svd_core  # noqa: E402
 import svd_core.speed  # noqa: E402
 from svd_core.config import DTYPES  # noqa: E402
-from svd_core.pipeline import Conditioning, guided_denoiser  # noqa: E402
+from svd_core.video.pipeline import Conditioning, guided_denoiser  # noqa: E402
 
 log = logging.getLogger("gpu_speed")
 
@@ -123,7 +123,7 @@ def diffusers_step(config: svd_core.SVDConfig, dtype: torch.dtype, device: str, 
                    w: int) -> Callable[[], Any]:
     import diffusers
 
-    from svd_core.convert.unet import folder_config
+    from svd_core.weights.convert.unet import folder_config
 
     with torch.device(device):
         unet = diffusers.UNetSpatioTemporalConditionModel(

@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 
 import svd_core  # noqa: E402
 from svd_core import memory as estimate  # noqa: E402
-from svd_core.pipeline import Conditioning, decode_latents, guided_denoiser  # noqa: E402
+from svd_core.video.pipeline import Conditioning, decode_latents, guided_denoiser  # noqa: E402
 
 log = logging.getLogger("memory")
 GiB = 2**30
@@ -153,7 +153,7 @@ def ours_stages(config: svd_core.SVDConfig, work: Work, device: str) -> dict[str
     c = config.vae.latent_channels
 
     def image_encoder() -> Any:
-        from svd_core.image_encoder import encode_image
+        from svd_core.nets.image_encoder import encode_image
 
         return encode_image(clip, torch.rand(b, 3, work.height, work.width, device=device))
 
@@ -188,9 +188,9 @@ def diffusers_stages(config: svd_core.SVDConfig, work: Work, device: str) -> dic
     import diffusers
     import transformers
 
-    from svd_core.convert.image_encoder import folder_config as transformers_config
-    from svd_core.convert.unet import folder_config as unet_config
-    from svd_core.convert.vae import folder_config as vae_config
+    from svd_core.weights.convert.image_encoder import folder_config as transformers_config
+    from svd_core.weights.convert.unet import folder_config as unet_config
+    from svd_core.weights.convert.vae import folder_config as vae_config
 
     unet = _build(lambda: diffusers.UNetSpatioTemporalConditionModel(**unet_config(config.unet)), work.dtype, device)
     vae = _build(lambda: diffusers.AutoencoderKLTemporalDecoder(**vae_config(config.vae)), work.vae_dtype, device)

@@ -26,8 +26,8 @@ from torch import Tensor
 from svd_core.checks import SIZE_MULTIPLE, check_size, conditioning_errors, sampler_errors
 from svd_core.config import DTYPES, STORAGE_ONLY_DTYPES, SamplingConfig
 from svd_core.image_ops import RESIZE_MODES, fit_image
-from svd_core.pipeline import video_generators, video_seeds
-from svd_core.vae import VAEConfig
+from svd_core.video.pipeline import video_generators, video_seeds
+from svd_core.nets.vae import VAEConfig
 
 __all__ = [
     "DTYPE_CHOICES", "STORAGE_ONLY", "FPS_KEY", "FRAMES_KEY", "LOOP_KEY", "fps_of", "latent_fps", "LATENT_CHANNELS", "LATENT_DOWNSCALE", "REFERENCE_DECODE_CHUNK",

@@ -21,7 +21,7 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import Timestep
 from comfy_api.latest import io
 
 import svd_core
-from svd_core.layers import compute_dtype
+from svd_core.nets.layers import compute_dtype
 
 from .adapters import FPS_KEY, FRAMES_KEY, ModelHandle, fps_of
 from .svd_nodes import _REF, CATEGORY, SVDConditioning, SVDModel

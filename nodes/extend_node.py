@@ -1,4 +1,4 @@
-"""StableVideoExtend: continue a video by more clips (svd_core.extend), as a ComfyUI V3 node."""
+"""StableVideoExtend: continue a video by more clips (svd_core.video.extend), as a ComfyUI V3 node."""
 from __future__ import annotations
 
 import logging
@@ -12,8 +12,8 @@ from comfy_api.latest import io
 import svd_core
 from svd_core import memory
 from svd_core.checks import LIMITS, MAX_FRAMES, check_size
-from svd_core.extend import DEFAULT_OVERLAP
-from svd_core.layers import compute_dtype
+from svd_core.video.extend import DEFAULT_OVERLAP
+from svd_core.nets.layers import compute_dtype
 
 from .adapters import (
     FRAMES_KEY, REFERENCE_DECODE_CHUNK, ModelHandle, conditioning_errors, fps_to_fps_id, frames_to_image,
@@ -128,7 +128,7 @@ class StableVideoExtend(io.ComfyNode):
                    memory.decode_bytes(model.config.vae, chunk, height, width, compute_dtype(vae.module)))
         mm.load_models_gpu([model.patcher, clip_vision.patcher, vae.patcher], memory_required=need)
         parts = svd_core.SVDModels(model.module, clip_vision.module, vae.module, model.config)
-        out = svd_core.extend(
+        out = svd_core.video.extend(
             parts, video, num_frames=frames, overlap=overlap, num_clips=clips, num_steps=steps, fps_id=fps_to_fps_id(fps),
             motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, min_cfg=min_cfg, max_cfg=max_cfg, seed=seed,
             color_anchor=color_anchor, video_latents=None if z is None else z * scale, decode_chunk_size=chunk,

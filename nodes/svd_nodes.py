@@ -29,7 +29,7 @@ import svd_core.speed
 from svd_core.checks import LIMITS, MAX_FRAMES, MAX_SIDE
 
 from svd_core import memory
-from svd_core.layers import compute_dtype, set_execution
+from svd_core.nets.layers import compute_dtype, set_execution
 
 from .adapters import (
     DTYPE_CHOICES, FPS_KEY, FRAMES_KEY, LATENT_DOWNSCALE, LOOP_KEY, REFERENCE_DECODE_CHUNK, RESIZE_MODES, STORAGE_ONLY, ModelHandle, conditioning_errors,

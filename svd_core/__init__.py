@@ -2,13 +2,15 @@
 implementation (Stability-AI/generative-models). No ComfyUI import anywhere in this package."""
 from __future__ import annotations
 
+from . import moved
+
 from .config import PRESETS, SamplingConfig, SVDConfig
-from .guidance import GUIDANCE_SCHEDULES, guidance_scales
-from .image_encoder import ImageEncoder, ImageEncoderConfig
-from .lean import Plan, use_plan
-from .load import CheckpointError, load_models
-from .models import SVDModels, build_models
-from .pipeline import (
+from .diffusion.guidance import GUIDANCE_SCHEDULES, guidance_scales
+from .nets.image_encoder import ImageEncoder, ImageEncoderConfig
+from .nets.pieces import Plan, use_plan
+from .weights.load import CheckpointError, load_models
+from .weights.models import SVDModels, build_models
+from .video.pipeline import (
     SAMPLER_NAMES,
     Conditioning,
     HeldFrames,
@@ -19,13 +21,13 @@ from .pipeline import (
     sample_video,
     video_seeds,
 )
-from .extend import extend
-from .generate import generate
-from .keyframes import Keyframes, encode_keyframes, sample_keyframes
-from .sampling import karras_sigmas, lcm_sigmas
-from .random_weights import randomize_, save_random_checkpoint
-from .unet import UNet, UNetConfig
-from .vae import VAE, VAEConfig
+from .video.extend import extend
+from .video.generate import generate
+from .video.keyframes import Keyframes, encode_keyframes, sample_keyframes
+from .diffusion.sampling import karras_sigmas, lcm_sigmas
+from .weights.random_weights import randomize_, save_random_checkpoint
+from .nets.unet import UNet, UNetConfig
+from .nets.vae import VAE, VAEConfig
 
 __all__ = [
     "PRESETS", "SamplingConfig", "SVDConfig", "GUIDANCE_SCHEDULES", "guidance_scales", "ImageEncoder",
@@ -33,3 +35,5 @@ __all__ = [
     "Conditioning", "HeldFrames", "decode_chunk", "decode_latents", "embed_vector", "encode_conditioning", "generate", "karras_sigmas", "lcm_sigmas",
     "sample_video", "video_seeds", "Keyframes", "encode_keyframes", "sample_keyframes", "extend", "Plan", "use_plan", "randomize_", "save_random_checkpoint", "UNet", "UNetConfig", "VAE", "VAEConfig",
 ]
+
+moved.install()

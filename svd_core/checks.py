@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from .sampling import LCM_TRAIN_STEPS, SAMPLERS
+from .diffusion.sampling import LCM_TRAIN_STEPS, SAMPLERS
 
 # Image sides must be multiples of 64 (scripts/sampling/simple_video_sample.py rounds sizes down to
 # multiples of 64; the UNet halves the 1/8 latent three times).

@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 
-from .image_encoder import ImageEncoderConfig
-from .sampling import RHO, SIGMA_MAX, SIGMA_MIN
-from .unet import UNetConfig
-from .vae import VAEConfig
+from .nets.image_encoder import ImageEncoderConfig
+from .diffusion.sampling import RHO, SIGMA_MAX, SIGMA_MIN
+from .nets.unet import UNetConfig
+from .nets.vae import VAEConfig
 
 
 # The one table of precisions by name (command line, nodes, benchmarks). fp8 is a storage format only:

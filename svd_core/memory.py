@@ -2,7 +2,7 @@
 
 ComfyUI's model manager is told these figures (`load_models_gpu(..., memory_required=...)`), so that it
 makes room first (offloading other models, or loading a model partially) instead of running out half
-way. Each formula follows the allocation order of the memory-lean code (svd_core.lean and the modules
+way. Each formula follows the allocation order of the memory-lean code (svd_core.nets.pieces and the modules
 that use it) at the granularity of the tensors that matter: the clip-sized activations alive at each
 point, plus the working set of one piece (a frame group, a token chunk, a spatial slice). bench/memory.py
 prints them beside a count of live bytes on fake tensors (real modules, no GPU), and the tests hold the
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .image_encoder import ImageEncoderConfig
-from .lean import Plan, current_plan
-from .unet import UNetConfig
-from .vae import VAEConfig
+from .nets.image_encoder import ImageEncoderConfig
+from .nets.pieces import Plan, current_plan
+from .nets.unet import UNetConfig
+from .nets.vae import VAEConfig
 
 __all__ = ["image_encoder_bytes", "vae_encoder_bytes", "unet_step_bytes", "decode_bytes"]
 
@@ -29,7 +29,7 @@ def _size(dtype: torch.dtype) -> int:
 
 
 def _per_piece(n: int, per_item: int, budget: int) -> int:
-    """Items in one piece (lean._pieces)."""
+    """Items in one piece (pieces._pieces)."""
     return min(n, max(1, budget // max(1, per_item)))
 
 

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import execution_device
+from .nets.layers import execution_device
 
 if TYPE_CHECKING:
-    from .models import SVDModels
+    from .weights.models import SVDModels
 
 __all__ = ["compile_models", "compiler_works", "onednn_linear_available", "onednn_linears", "OneDNNLinear"]
 

@@ -23,9 +23,9 @@ from safetensors.torch import load_file, save_file
 
 from svd_core import (CheckpointError, SVDConfig, embed_vector, encode_conditioning, generate, load_models,
                       sample_video)
-from svd_core.convert.unet import folder_config
-from svd_core.random_weights import save_random_checkpoint, save_random_unet
-from svd_core.unet import UNetConfig
+from svd_core.weights.convert.unet import folder_config
+from svd_core.weights.random_weights import save_random_checkpoint, save_random_unet
+from svd_core.nets.unet import UNetConfig
 
 REPO = Path(__file__).resolve().parents[1]
 H = W = 64

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from svd_core import SVDConfig, save_random_checkpoint
-from svd_core.batch import BatchError, run
+from svd_core.app.batch import BatchError, run
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = ("--width", "64", "--height", "64", "--frames", "3", "--steps", "2")
@@ -61,7 +61,7 @@ def test_bad_options_are_refused_before_ray_starts(inputs, tmp_path):
              "--workers", "0")
     assert r.returncode == 2 and "--workers must be at least 1" in r.stderr
     # the refusals never start (nor import) Ray: checked in a fresh process
-    probe = subprocess.run([sys.executable, "-c", "import sys, svd_core.batch as b\n"
+    probe = subprocess.run([sys.executable, "-c", "import sys, svd_core.app.batch as b\n"
                             "try:\n b.run(sys.argv[1], sys.argv[2], sys.argv[3], workers=0)\nexcept b.BatchError: pass\n"
                             "print('ray' in sys.modules)", str(ckpt), str(images / "*.png"), str(tmp_path / "p")],
                            cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -91,7 +91,7 @@ def test_two_workers_write_what_the_cli_writes_and_a_rerun_resumes(inputs, tmp_p
              "--seed", str(row["seed"]), "--threads", "1", "--device", "cpu", "--quiet")
     assert r.returncode == 0, r.stderr
     assert single.read_bytes() == Path(row["output"]).read_bytes()
-    from svd_core.cli import _parser, open_models, render, settings_for
+    from svd_core.app.cli import _parser, open_models, render, settings_for
 
     args = _parser().parse_args(["generate", "--checkpoint", str(ckpt), "--image", "x", "--output", "x.png", *SIZE])
     threads = torch.get_num_threads()
@@ -192,7 +192,7 @@ torch.set_num_threads(1)
 dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
 models = svd_core.load_models(ckpt, dtype=torch.float32, vae_dtype=torch.float32)
 image = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-video = svd_core.generate(models, image, num_frames=3, num_steps=3, seed=4, cfg_parallel=dist.group.WORLD)
+video = svd_core.video.generate(models, image, num_frames=3, num_steps=3, seed=4, cfg_parallel=dist.group.WORLD)
 torch.save(video, f"{out}.{rank}.pt")
 dist.destroy_process_group()
 """
@@ -217,7 +217,7 @@ def test_cfg_parallel_on_two_gloo_processes_equals_one_process(inputs, tmp_path)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the ranks: CPU results depend on the thread count in the last bits
     try:
-        alone = svd_core.generate(models, image, num_frames=3, num_steps=3, seed=4)
+        alone = svd_core.video.generate(models, image, num_frames=3, num_steps=3, seed=4)
     finally:
         torch.set_num_threads(threads)
     assert alone.std() > 1e-3

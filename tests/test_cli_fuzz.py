@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import svd_core.cli as cli
+import svd_core.app.cli as cli
 from svd_core import SVDConfig, save_random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Per-frame guidance schedules and the guided denoiser (svd_core.guidance)."""
+"""Per-frame guidance schedules and the guided denoiser (svd_core.diffusion.guidance)."""
 from __future__ import annotations
 
 import pytest
@@ -6,8 +6,8 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from svd_core.guidance import GUIDANCE_SCHEDULES, GuidedDenoiser, guidance_scales, triangle_wave
-from svd_core.sampling import SAMPLERS, get_sigmas_karras
+from svd_core.diffusion.guidance import GUIDANCE_SCHEDULES, GuidedDenoiser, guidance_scales, triangle_wave
+from svd_core.diffusion.sampling import SAMPLERS, get_sigmas_karras
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from svd_core.random_weights import randomize_
+from svd_core.weights.random_weights import randomize_
 
-from svd_core.convert.image_encoder import folder_config as transformers_config, from_folder as from_transformers, to_folder as to_transformers
-from svd_core.image_encoder import (
+from svd_core.weights.convert.image_encoder import folder_config as transformers_config, from_folder as from_transformers, to_folder as to_transformers
+from svd_core.nets.image_encoder import (
     CLIP_MEAN,
     CLIP_STD,
     ImageEncoder,

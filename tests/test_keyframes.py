@@ -8,10 +8,10 @@ from einops import rearrange
 
 import svd_core
 from svd_core import SVDConfig, extend, generate
-from svd_core.keyframes import clean_latents, encode_keyframes, sample_keyframes
-from svd_core.pipeline import HeldFrames, decode_latents, encode_conditioning, guided_denoiser, sample_video, video_seeds
-from svd_core.random_weights import random_models
-from svd_core.sampling import initial_noise_scale, karras_sigmas
+from svd_core.video.keyframes import clean_latents, encode_keyframes, sample_keyframes
+from svd_core.video.pipeline import HeldFrames, decode_latents, encode_conditioning, guided_denoiser, sample_video, video_seeds
+from svd_core.weights.random_weights import random_models
+from svd_core.diffusion.sampling import initial_noise_scale, karras_sigmas
 
 H = W = 64
 T = 4

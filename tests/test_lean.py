@@ -1,4 +1,4 @@
-"""svd_core.lean: cutting activations into pieces changes memory, not results.
+"""svd_core.nets.pieces: cutting activations into pieces changes memory, not results.
 
 Every test runs the same module twice, whole (the default plan: at these sizes nothing is cut) and cut
 into the smallest pieces a plan allows (one frame, one token row, one image row per piece), and asks
@@ -19,12 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from svd_core import lean
-from svd_core.image_encoder import ImageEncoder, ImageEncoderConfig
-from svd_core.layers import compute_dtype, execution_device, set_execution
-from svd_core.pipeline import decode_latents
-from svd_core.random_weights import randomize_
-from svd_core.unet import UNet, UNetConfig
-from svd_core.vae import VAE, VAEConfig
+from svd_core.nets.image_encoder import ImageEncoder, ImageEncoderConfig
+from svd_core.nets.layers import compute_dtype, execution_device, set_execution
+from svd_core.video.pipeline import decode_latents
+from svd_core.weights.random_weights import randomize_
+from svd_core.nets.unet import UNet, UNetConfig
+from svd_core.nets.vae import VAE, VAEConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from compare import make_config  # noqa: E402
@@ -147,7 +147,7 @@ def test_frame_groups_free_each_input_group_once_used() -> None:
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_temporal_block_kept_or_recomputed_intermediate_agree(keep: bool) -> None:
-    from svd_core.vae import TimeStack
+    from svd_core.nets.vae import TimeStack
 
     block = randomize_(TimeStack(8, 3, 4), 2).eval()
     g = torch.Generator().manual_seed(5)

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from svd_core import CheckpointError, SVDConfig, build_models, load_models, save_random_checkpoint
-from svd_core.layout import IGNORED_PREFIXES, SINGLE_FILE_PREFIXES, file_name, part_of
-from svd_core.random_weights import random_tensor
+from svd_core.weights.layout import IGNORED_PREFIXES, SINGLE_FILE_PREFIXES, file_name, part_of
+from svd_core.weights.random_weights import random_tensor
 
 KEYS_JSON = Path(__file__).resolve().parent / "data" / "svd_xt_1_1.keys.json"  # the official file's names and shapes
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def test_errors_name_the_tensor_as_the_file_spells_it(tiny_file, tmp_path, victi
 
 @pytest.mark.parametrize("how", ["missing", "misshaped"])
 def test_folder_errors_name_the_file_inside_the_folder_and_its_key(tiny_file, tmp_path, how):
-    from svd_core.convert.folder import save_diffusers_folder
+    from svd_core.weights.convert.folder import save_diffusers_folder
 
     folder = save_diffusers_folder(load_models(tiny_file, dtype=torch.float32), tmp_path / "svd")
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
@@ -296,14 +296,14 @@ def test_comfyui_saved_checkpoint_loads_and_encodes_like_comfyui(tmp_path, prefi
     """ImageOnlyCheckpointSave's layout: first_stage_model.encoder without quant_conv, the image tower in
     clip-vision (transformers) names. Same networks as the official file; the conditioning frame is encoded
     by the first-stage encoder alone, with one warning line saying so."""
-    from svd_core.random_weights import comfyui_layout, random_state_dict
+    from svd_core.weights.random_weights import comfyui_layout, random_state_dict
 
     sd = random_state_dict(SVDConfig.tiny(), seed=3, dtype=torch.float32)
     official, comfy = tmp_path / "official.safetensors", tmp_path / "comfy.safetensors"
     save_file(sd, str(official))
     save_file(comfyui_layout(sd, prefix), str(comfy))
     a = load_models(official, dtype=torch.float32)
-    with caplog.at_level("WARNING", logger="svd_core.load"):
+    with caplog.at_level("WARNING", logger="svd_core.weights.load"):
         b = load_models(comfy, dtype=torch.float32)
     assert len([r for r in caplog.records if "ComfyUI-saved" in r.getMessage()]) == 1
     for part in ("unet", "image_encoder"):
@@ -318,7 +318,7 @@ def test_comfyui_saved_checkpoint_loads_and_encodes_like_comfyui(tmp_path, prefi
 
 
 def test_comfyui_layout_errors_name_the_files_keys(tmp_path):
-    from svd_core.random_weights import comfyui_layout, random_state_dict
+    from svd_core.weights.random_weights import comfyui_layout, random_state_dict
 
     sd = comfyui_layout(random_state_dict(SVDConfig.tiny(), seed=3, dtype=torch.float32))
     victim = "conditioner.embedders.0.open_clip.model.visual.vision_model.encoder.layers.0.mlp.fc1.weight"

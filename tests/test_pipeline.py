@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from svd_core.random_weights import random_models
+from svd_core.weights.random_weights import random_models
 from svd_core import (SVDConfig, decode_latents, encode_conditioning, generate, load_models, sample_video,
                       video_seeds)
-from svd_core.convert.folder import save_diffusers_folder
+from svd_core.weights.convert.folder import save_diffusers_folder
 
 H = W = 64
 T = 4
@@ -207,20 +207,20 @@ def test_generate_with_half_unet_and_fp32_vae(tmp_path):
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True])
 def test_decode_chunk_below_one_or_not_whole_is_refused_naming_it(bad: object) -> None:
-    from svd_core.pipeline import decode_chunk
+    from svd_core.video.pipeline import decode_chunk
 
     with pytest.raises(ValueError, match="decode_chunk_size"):
         decode_chunk(bad, 25)  # type: ignore[arg-type]
 
 
 def test_decode_chunk_larger_than_the_video_is_clamped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    from svd_core.pipeline import decode_chunk
+    from svd_core.video.pipeline import decode_chunk
 
-    with caplog.at_level("WARNING", logger="svd_core.pipeline"):
+    with caplog.at_level("WARNING", logger="svd_core.video.pipeline"):
         assert decode_chunk(30, 25) == 25
     assert "decode_chunk_size 30" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="svd_core.pipeline"):
+    with caplog.at_level("WARNING", logger="svd_core.video.pipeline"):
         assert decode_chunk(None, 4) == 4  # the reference's 14 on a short video: quietly all frames
         assert decode_chunk(None, 25) == 14
         assert decode_chunk(7, 25) == 7

@@ -1,4 +1,4 @@
-"""EDM preconditioning, Karras schedule and samplers (svd_core.edm, svd_core.sampling).
+"""EDM preconditioning, Karras schedule and samplers (svd_core.diffusion.edm, svd_core.diffusion.sampling).
 
 Accuracy is checked against the exact probability-flow ODE solution for Gaussian data
 x0 ~ N(mu, s_d^2 I): the ideal denoiser is D(x, sigma) = mu + s_d^2/(s_d^2+sigma^2) (x - mu) and
@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from svd_core.edm import VDenoiser, edm_v_scalings
-from svd_core.sampling import (
+from svd_core.diffusion.edm import VDenoiser, edm_v_scalings
+from svd_core.diffusion.sampling import (
     SAMPLERS,
     get_sigmas_karras,
     initial_noise_scale,
@@ -334,7 +334,7 @@ def test_the_sampling_loop_reads_no_tensor_value_on_the_host(name: str) -> None:
     of steps, so a step never waits for the device (and can be captured as a CUDA graph)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from svd_core.sampling import get_sigmas_karras
+    from svd_core.diffusion.sampling import get_sigmas_karras
 
     class CountReads(TorchDispatchMode):
         def __init__(self) -> None:
@@ -364,7 +364,7 @@ def test_the_sampling_loop_reads_no_tensor_value_on_the_host(name: str) -> None:
 def test_lcm_sigmas_are_the_consistency_grid() -> None:
     """The levels by their definition (G-U-N/AnimateLCM animatelcm_scheduler.py set_timesteps, computed here
     in float64): grid indices k * (40 // N) of 40 Karras levels at ramp index / 39, then 0."""
-    from svd_core.sampling import lcm_sigmas
+    from svd_core.diffusion.sampling import lcm_sigmas
 
     def grid(n: int) -> list[float]:
         lo, hi = 0.002 ** (1 / 7), 700.0 ** (1 / 7)
@@ -389,7 +389,7 @@ def test_lcm_sigmas_are_the_consistency_grid() -> None:
 
 def test_lcm_step_by_hand() -> None:
     """x_{i+1} = D(x_i, sigma_i) + s_noise * sigma_{i+1} * z_i, with no noise on the step to 0."""
-    from svd_core.sampling import lcm_sigmas
+    from svd_core.diffusion.sampling import lcm_sigmas
 
     x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * 700.0
     sigmas = lcm_sigmas(3, sigma_min=0.002, sigma_max=700.0, rho=7.0)

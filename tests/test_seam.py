@@ -10,9 +10,9 @@ from einops import rearrange
 
 import svd_core
 from svd_core import HeldFrames, SVDConfig, build_models, sample_video
-from svd_core.pipeline import Conditioning, guided_denoiser
-from svd_core.random_weights import randomize_
-from svd_core.sampling import SAMPLERS, initial_noise_scale, karras_sigmas, randn_noise_sampler, sample_euler
+from svd_core.video.pipeline import Conditioning, guided_denoiser
+from svd_core.weights.random_weights import randomize_
+from svd_core.diffusion.sampling import SAMPLERS, initial_noise_scale, karras_sigmas, randn_noise_sampler, sample_euler
 
 B, T, C, HW = 2, 4, 4, 8
 
@@ -79,7 +79,7 @@ def test_held_frames_are_held_exactly_at_every_step(unet: svd_core.UNet, sampler
     frames = (0, 2)
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def recording(denoiser: svd_core.sampling.Denoiser) -> svd_core.sampling.Denoiser:
+    def recording(denoiser: svd_core.diffusion.sampling.Denoiser) -> svd_core.diffusion.sampling.Denoiser:
         def d(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             seen.append((x.clone(), sigma[0].clone()))
             return denoiser(x, sigma)
@@ -101,7 +101,7 @@ def test_denoiser_wrapper_that_passes_through_changes_nothing(unet: svd_core.UNe
     kw = dict(num_steps=2, min_cfg=1.5, max_cfg=3.0)
     calls: list[int] = []
 
-    def passing(denoiser: svd_core.sampling.Denoiser) -> svd_core.sampling.Denoiser:
+    def passing(denoiser: svd_core.diffusion.sampling.Denoiser) -> svd_core.diffusion.sampling.Denoiser:
         def d(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             calls.append(x.shape[0])
             return denoiser(x, sigma)
@@ -128,12 +128,12 @@ def test_each_sampler_declares_its_noise_needs(name: str) -> None:
     params = inspect.signature(spec.fn).parameters
     assert ("s_churn" in params and "s_tmin" in params and "s_tmax" in params) == spec.churn
     assert ("noise_sampler" in params and "s_noise" in params) == spec.needs_noise
-    assert spec.schedule in svd_core.sampling.SCHEDULES
+    assert spec.schedule in svd_core.diffusion.sampling.SCHEDULES
     assert "callback" in params and "step_hook" in params
 
 
 def test_convert_modules_share_one_interface_and_one_error() -> None:
-    from svd_core.convert import ConversionError, image_encoder, unet, vae
+    from svd_core.weights.convert import ConversionError, image_encoder, unet, vae
 
     configs = {unet: svd_core.UNetConfig.tiny(), vae: svd_core.VAEConfig.tiny(), image_encoder: svd_core.ImageEncoderConfig.tiny()}
     assert {m.SUBFOLDER for m in configs} == {"unet", "vae", "image_encoder"}

@@ -11,8 +11,8 @@ import torch
 import svd_core
 import svd_core.speed as speed
 from svd_core import SVDConfig, build_models
-from svd_core.random_weights import random_models
-from svd_core.pipeline import Conditioning, decode_latents, guided_denoiser, sample_video
+from svd_core.weights.random_weights import random_models
+from svd_core.video.pipeline import Conditioning, decode_latents, guided_denoiser, sample_video
 
 T = 3
 
@@ -82,7 +82,7 @@ def test_no_working_compiler_falls_back_to_eager_with_one_warning(
         assert not speed.compile_models(models)
     assert len(caplog.records) == 1 and "running eagerly" in caplog.text
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    assert svd_core.generate(models, image, num_frames=T, num_steps=1, compile=True).shape == (1, T, 3, 64, 64)
+    assert svd_core.video.generate(models, image, num_frames=T, num_steps=1, compile=True).shape == (1, T, 3, 64, 64)
 
 
 def test_a_compiler_failure_at_the_first_call_falls_back_to_eager(
@@ -107,7 +107,7 @@ def test_the_command_line_takes_compile(tmp_path: Any, monkeypatch: pytest.Monke
     import numpy as np
     from PIL import Image
 
-    import svd_core.cli as cli
+    import svd_core.app.cli as cli
 
     ckpt = svd_core.save_random_checkpoint(tmp_path / "svd_xt_1_1.safetensors", SVDConfig.tiny(), seed=1)
     Image.fromarray(np.full((64, 64, 3), 100, np.uint8)).save(tmp_path / "in.png")

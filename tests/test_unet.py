@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from svd_core.random_weights import randomize_
+from svd_core.weights.random_weights import randomize_
 from einops import rearrange, repeat
 from safetensors.torch import save_file
 
-from svd_core.convert.unet import folder_config as diffusers_config, from_folder as from_diffusers, to_folder as to_diffusers
-from svd_core.embeddings import timestep_embedding
-from svd_core.unet import UNet, UNetConfig
+from svd_core.weights.convert.unet import folder_config as diffusers_config, from_folder as from_diffusers, to_folder as to_diffusers
+from svd_core.nets.embeddings import timestep_embedding
+from svd_core.nets.unet import UNet, UNetConfig
 
 KEYS_JSON = Path(__file__).resolve().parent / "data" / "svd_xt_1_1.keys.json"  # the official file's names and shapes
 PREFIX = "model.diffusion_model."
@@ -184,7 +184,7 @@ def test_bfloat16_weights_run_and_stay_close(rng: torch.Generator) -> None:
 
 def test_attention_split_into_batches_is_exact(rng: torch.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     """Attention over more rows than lean.MAX_ATTENTION_BATCH runs in pieces with the same result."""
-    import svd_core.lean as lean
+    import svd_core.nets.pieces as lean
 
     cfg = UNetConfig.tiny()
     model = _tiny_unet(3)
@@ -204,7 +204,7 @@ def test_attention_split_into_batches_is_exact(rng: torch.Generator, monkeypatch
 def test_single_context_token_shortcut_equals_full_attention() -> None:
     """SVD's context is one token: softmax over one key is 1, so the cross-attention is that key's value.
     The UNet takes that shortcut; the general path (several tokens) must give the same numbers."""
-    from svd_core.unet import Attention, TemporalTransformerBlock
+    from svd_core.nets.unet import Attention, TemporalTransformerBlock
 
     g = torch.Generator().manual_seed(0)
     attn = randomize_(Attention(64, 32, heads=1, head_dim=64), seed=3)
@@ -226,7 +226,7 @@ def test_groupnorm_eps_follows_the_reference_not_diffusers(tmp_path: Path, rng: 
     """The reference's res-block GroupNorm eps is 1e-5 (GroupNorm32, torch's default); diffusers uses
     1e-6 in its spatio-temporal res-blocks. Ours follows the reference: the oracle agrees closely only
     once its eps is set to 1e-5, and visibly less with its own."""
-    from svd_core.unet import ResBlock
+    from svd_core.nets.unet import ResBlock
 
     model = _tiny_unet()
     norms = [m for r in model.modules() if isinstance(r, ResBlock) for m in r.modules() if isinstance(m, torch.nn.GroupNorm)]

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from svd_core.random_weights import randomize_
-from svd_core.convert import ConversionError
-from svd_core.convert.vae import TABLE, folder_config as diffusers_config, from_folder as from_diffusers, to_folder as to_diffusers
-from svd_core.vae import VAE, VAEConfig
+from svd_core.weights.random_weights import randomize_
+from svd_core.weights.convert import ConversionError
+from svd_core.weights.convert.vae import TABLE, folder_config as diffusers_config, from_folder as from_diffusers, to_folder as to_diffusers
+from svd_core.nets.vae import VAE, VAEConfig
 
 KEYS_JSON = Path(__file__).resolve().parent / "data" / "svd_xt_1_1.keys.json"  # the official file's names and shapes
 # our prefix -> checkpoint prefix

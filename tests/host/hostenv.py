@@ -113,9 +113,9 @@ def write_svd_checkpoint(path: Path) -> Path:
 
 def write_lcm_unet(path: Path) -> Path:
     """A tiny random UNet-only file in AnimateLCM-SVD-xt's layout (diffusers' names, fp32)."""
-    import svd_core.random_weights
+    import svd_core.weights.random_weights
 
-    return Path(svd_core.random_weights.save_random_unet(path, svd_core.SVDConfig.tiny(), seed=1))
+    return Path(svd_core.weights.random_weights.save_random_unet(path, svd_core.SVDConfig.tiny(), seed=1))
 
 
 def _random_like(shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.Tensor]:

@@ -132,7 +132,7 @@ def test_core_ksampler_matches_comfyuis_own_svd_nodes_at_full_size(comfy_nodes: 
     from safetensors.torch import save_file
 
     import svd_core
-    from svd_core.random_weights import random_state_dict
+    from svd_core.weights.random_weights import random_state_dict
 
     name = "svd_xt_full_random.safetensors"
     sd = random_state_dict(svd_core.SVDConfig.svd_xt_1_1(), seed=0, dtype=torch.float16)

@@ -16,18 +16,18 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
-from .checks import SIZE_MULTIPLE
-from .config import SamplingConfig
-from .edm import VDenoiser
-from .embeddings import timestep_embedding
-from .guidance import GuidedDenoiser, guidance_scales
-from .image_encoder import ImageEncoder, encode_image
-from .layers import compute_dtype, execution_device
-from .sampling import (
+from ..checks import SIZE_MULTIPLE
+from ..config import SamplingConfig
+from ..diffusion.edm import VDenoiser
+from ..nets.embeddings import timestep_embedding
+from ..diffusion.guidance import GuidedDenoiser, guidance_scales
+from ..nets.image_encoder import ImageEncoder, encode_image
+from ..nets.layers import compute_dtype, execution_device
+from ..diffusion.sampling import (
     RHO, SAMPLERS, SCHEDULES, SIGMA_MAX, SIGMA_MIN, Denoiser, StepHook, initial_noise_scale, randn_noise_sampler,
 )
-from .unet import UNet
-from .vae import VAE
+from ..nets.unet import UNet
+from ..nets.vae import VAE
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ def sample_video(
     if bool((scales == 1.0).all()):
         denoiser = conditional_denoiser(unet, positive, t)
     elif cfg_parallel is not None:
-        from .parallel import SplitGuidanceBatch, check_group
+        from ..diffusion.parallel import SplitGuidanceBatch, check_group
 
         mine = [negative, positive][check_group(cfg_parallel)]  # rank 0 uncond, rank 1 cond
         denoiser = GuidedDenoiser(SplitGuidanceBatch(_preconditioned(unet, [mine], t), cfg_parallel), scales)

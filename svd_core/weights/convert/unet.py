@@ -1,4 +1,4 @@
-"""Renaming between diffusers' `UNetSpatioTemporalConditionModel` state dict and `svd_core.unet.UNet`
+"""Renaming between diffusers' `UNetSpatioTemporalConditionModel` state dict and `svd_core.nets.unet.UNet`
 (the official `model.diffusion_model.*` names without that prefix).
 
 The one table of this renaming, built for a given layout (levels, res-blocks per level, levels
@@ -28,7 +28,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..unet import UNetConfig
+from ...nets.unet import UNetConfig
 
 from . import ConversionError
 

@@ -12,7 +12,7 @@ The reference builds two autoencoders and uses one half of each:
     decoder.*     <- first_stage_model.decoder.*
 
 Layers come from an injected operations namespace `ops` (default torch.nn), like the UNet's. The
-temporal decoder holds its activations as frame groups (`lean.FrameGroups`): per-frame layers run a
+temporal decoder holds its activations as frame groups (`pieces.FrameGroups`): per-frame layers run a
 few frames at a time, temporal layers on spatial slices with clip-wide GroupNorm statistics, so the
 decode chunk (14 frames in the reference) stays the unit of temporal mixing at a fraction of the memory.
 
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from . import lean
+from . import pieces
 from .layers import Ops, Upsample
 
 # GroupNorm eps 1e-6: sgm/modules/diffusionmodules/model.py Normalize.
@@ -154,7 +154,7 @@ class TimeStack(nn.Module):
     """3-D ResBlock over (B, C, T, H, W) with (k, 1, 1) kernels, no embedding, identity skip
     (openaimodel.py ResBlock, dims=3, skip_t_emb), GroupNorm32 (float32, eps 1e-5). Sequential indices
     mirror the checkpoint: in_layers = [norm, SiLU, conv], out_layers = [norm, SiLU, Dropout, conv].
-    It runs inside VideoResBlock through lean.temporal_block_, on spatial slices."""
+    It runs inside VideoResBlock through pieces.temporal_block_, on spatial slices."""
 
     def __init__(self, ch: int, kernel_t: int, groups: int, ops: Ops = nn) -> None:
         super().__init__()
@@ -181,7 +181,7 @@ class VideoResBlock(_ResnetCore):
         self.time_stack = TimeStack(out_ch, kernel_t, groups, ops)
         self.mix_factor = nn.Parameter(torch.zeros(1))  # reference init alpha=0.0
 
-    def run_(self, frames: lean.FrameGroups, num_frames: int, upsample: Upsample | None = None) -> None:
+    def run_(self, frames: pieces.FrameGroups, num_frames: int, upsample: Upsample | None = None) -> None:
         """The block on frame groups, in place: spatial part group by group, then the time_stack on
         spatial slices (its GroupNorm sees (group, T, H, W) of each clip jointly), blended in place.
         `upsample`, the previous level's, runs per group just before the spatial part, so that its 4x
@@ -191,12 +191,12 @@ class VideoResBlock(_ResnetCore):
             frames.map_(self.spatial, max(c, self.conv1.out_channels) * h * w)
         else:
             frames.map_(lambda x: self.spatial(upsample(x)), 4 * max(c, self.conv1.out_channels) * h * w)
-        alpha = torch.sigmoid(lean.cast_param(self.mix_factor, frames.groups[0]))
-        lean.temporal_block_(frames, num_frames, self.time_stack.in_layers, self.time_stack.out_layers,
+        alpha = torch.sigmoid(pieces.cast_param(self.mix_factor, frames.groups[0]))
+        pieces.temporal_block_(frames, num_frames, self.time_stack.in_layers, self.time_stack.out_layers,
                              spatial_weight=1.0 - alpha, temporal_weight=alpha)
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
-        frames = lean.FrameGroups([x])
+        frames = pieces.FrameGroups([x])
         self.run_(frames, num_frames)
         return frames.cat()
 
@@ -220,7 +220,7 @@ class AttnBlock(nn.Module):
         k = rearrange(self.k(hn), "n c h w -> n 1 (h w) c")
         v = rearrange(self.v(hn), "n c h w -> n 1 (h w) c")
         del hn
-        a = lean.attention(q, k, v)  # (N, 1, H*W, C); default scale C^-0.5
+        a = pieces.attention(q, k, v)  # (N, 1, H*W, C); default scale C^-0.5
         a = rearrange(a, "n 1 (h w) c -> n c h w", h=height, w=width)
         return x + self.proj_out(a)
 
@@ -316,7 +316,7 @@ class VideoConvOut(nn.Module):
             nn.init.uniform_(self.bias, -1.0 / math.sqrt(in_ch * 9), 1.0 / math.sqrt(in_ch * 9))
 
     def spatial(self, x: Tensor) -> Tensor:  # (N, Cin, H, W) -> (N, Cout, H, W)
-        return F.conv2d(x, lean.cast_param(self.weight, x), lean.cast_param(self.bias, x), padding=1)
+        return F.conv2d(x, pieces.cast_param(self.weight, x), pieces.cast_param(self.bias, x), padding=1)
 
     def temporal(self, h: Tensor, num_frames: int) -> Tensor:  # (B*T, Cout, H, W), mixed over frames
         h = rearrange(h, "(b t) c h w -> b c t h w", t=num_frames)
@@ -349,7 +349,7 @@ class TemporalDecoder(nn.Module):
         # the fold to frames is free and the (k,1,1) temporal convs take their fast path (twice as fast
         # on CPU here); the numbers only change by convolution rounding.
         _, _, h, w = z.shape
-        frames = lean.FrameGroups([z])
+        frames = pieces.FrameGroups([z])
         frames.map_(lambda x: _channels_last(self.conv_in(x)), self.conv_in.out_channels * h * w)
         self.mid.block_1.run_(frames, num_frames)
         frames.map_(lambda x: _channels_last(self.mid.attn_1(x)), 4 * self.conv_in.out_channels * h * w)

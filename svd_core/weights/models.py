@@ -5,11 +5,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import SVDConfig
-from .image_encoder import ImageEncoder
-from .layers import Ops
-from .unet import UNet
-from .vae import VAE
+from ..config import SVDConfig
+from ..nets.image_encoder import ImageEncoder
+from ..nets.layers import Ops
+from ..nets.unet import UNet
+from ..nets.vae import VAE
 
 PARTS = ("unet", "image_encoder", "vae")
 
@@ -28,7 +28,7 @@ def build_models(config: SVDConfig, *, device: torch.device | str = "cpu", dtype
                  ops: Ops = torch.nn) -> SVDModels:
     """Fresh (uninitialised on `meta`) models for `config`, their layers made by `ops` (see layers.Ops).
     Plain torch.nn.Linear layers run fp32 CPU inference on oneDNN (speed.onednn_linears)."""
-    from .speed import onednn_linears
+    from ..speed import onednn_linears
 
     with torch.device(device):
         unet = UNet(config.unet, ops)

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import save_file
 
-from ..image_encoder import CLIP_MEAN, CLIP_STD
-from ..sampling import SIGMA_MAX, SIGMA_MIN
+from ...nets.image_encoder import CLIP_MEAN, CLIP_STD
+from ...diffusion.sampling import SIGMA_MAX, SIGMA_MIN
 from . import image_encoder as convert_image_encoder
 from . import unet as convert_unet
 from . import vae as convert_vae

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import save_file
 
-from .config import SVDConfig
+from ..config import SVDConfig
 from .layout import SINGLE_FILE_PREFIXES, file_name
 
 if TYPE_CHECKING:

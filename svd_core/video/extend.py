@@ -19,7 +19,7 @@ from einops import rearrange
 from torch import Tensor
 
 from .keyframes import clean_latents
-from .models import SVDModels
+from ..weights.models import SVDModels
 from .pipeline import (
     HeldFrames, StepCallback, decode_chunk, decode_latents, encode_conditioning, sample_video, validate_image, video_generators, video_seeds,
 )

@@ -10,13 +10,13 @@ strict `load_state_dict` after stripping that prefix.
 
 Layers come from an injected operations namespace `ops` (Linear, Conv2d, Conv3d, GroupNorm, LayerNorm;
 default torch.nn), as ComfyUI's own models take theirs, so a host can cast or offload weights per call.
-Big activations are cut into pieces by `svd_core.lean` (frame groups, token chunks, spatial slices),
+Big activations are cut into pieces by `svd_core.nets.pieces` (frame groups, token chunks, spatial slices),
 which computes the same numbers with a fraction of the memory.
 
 Sources (Stability-AI/generative-models):
 - sgm/modules/diffusionmodules/video_model.py: VideoUNet, VideoResBlock;
 - sgm/modules/diffusionmodules/openaimodel.py: ResBlock, Downsample, Upsample;
-- sgm/modules/diffusionmodules/util.py: GroupNorm32, AlphaBlender (timestep_embedding is svd_core.embeddings);
+- sgm/modules/diffusionmodules/util.py: GroupNorm32, AlphaBlender (timestep_embedding is svd_core.nets.embeddings);
 - sgm/modules/attention.py: SpatialTransformer, BasicTransformerBlock, CrossAttention, GEGLU;
 - sgm/modules/video_attention.py: SpatialVideoTransformer, VideoTransformerBlock;
 - scripts/sampling/configs/svd_xt_1_1.yaml: network_config (the sizes of `UNetConfig.svd_xt`).
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from . import lean
+from . import pieces
 from .embeddings import timestep_embedding
 from .layers import Ops, Upsample
 
@@ -184,7 +184,7 @@ class AlphaBlender(nn.Module):
 
     def weights(self, like: Tensor) -> tuple[Tensor, Tensor]:
         """(a, 1 - a) in like's dtype, computed in float32."""
-        alpha = torch.sigmoid(lean.cast_param(self.mix_factor, like, torch.float32))
+        alpha = torch.sigmoid(pieces.cast_param(self.mix_factor, like, torch.float32))
         return alpha.to(like.dtype), (1.0 - alpha).to(like.dtype)
 
     def forward(self, spatial: Tensor, temporal: Tensor) -> Tensor:
@@ -224,9 +224,9 @@ class ResBlock(nn.Module):
 
     def block(self, x: Tensor, e: Tensor) -> Tensor:
         """The block on x with its projected embedding e already shaped to broadcast over x."""
-        h = self.in_layers[2](F.silu(lean.group_norm32(self.in_layers[0], x)))
+        h = self.in_layers[2](F.silu(pieces.group_norm32(self.in_layers[0], x)))
         h = h + e.to(h.dtype)
-        h = self.out_layers[3](F.silu(lean.group_norm32(self.out_layers[0], h)))
+        h = self.out_layers[3](F.silu(pieces.group_norm32(self.out_layers[0], h)))
         return self.skip_connection(x) + h
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
@@ -240,7 +240,7 @@ class VideoResBlock(ResBlock):
 
     Memory: the spatial block runs a frame group at a time (its GroupNorm32 upcasts one group), with the
     concatenation of an output block's skip made per group too; the temporal block runs on spatial
-    slices (lean.temporal_block_) and blends into the spatial result in place.
+    slices (pieces.temporal_block_) and blends into the spatial result in place.
     """
 
     def __init__(self, channels: int, emb_channels: int, out_channels: int, num_groups: int,
@@ -268,11 +268,11 @@ class VideoResBlock(ResBlock):
             return self.block(xg, e[g])
 
         del x
-        spatial = lean.map_frame_groups(spatial_group, n, max(cin, cout) * height * width)  # (B*T, C, H, W)
+        spatial = pieces.map_frame_groups(spatial_group, n, max(cin, cout) * height * width)  # (B*T, C, H, W)
         inputs.clear()
         a, b = self.time_mixer.weights(spatial)
         e_t = rearrange(self.time_stack.emb_layers(emb), "(b t) c -> b c t 1 1", t=num_frames)
-        lean.temporal_block_(spatial, num_frames, self.time_stack.in_layers, self.time_stack.out_layers,
+        pieces.temporal_block_(spatial, num_frames, self.time_stack.in_layers, self.time_stack.out_layers,
                              spatial_weight=a, temporal_weight=b, emb=e_t, keep_intermediate=True)
         return spatial
 
@@ -305,7 +305,7 @@ class Attention(nn.Module):
         q, k, v = (
             rearrange(p, "n s (h d) -> n h s d", h=self.heads) for p in (self.to_q(x), self.to_k(ctx), self.to_v(ctx))
         )
-        out = lean.attention(q, k, v)  # (N, heads, S, head_dim); softmax scale head_dim**-0.5, as the reference's
+        out = pieces.attention(q, k, v)  # (N, heads, S, head_dim); softmax scale head_dim**-0.5, as the reference's
         return self.to_out[0](rearrange(out, "n h s d -> n s (h d)"))
 
     def single_key(self, context: Tensor) -> Tensor:
@@ -347,7 +347,7 @@ def _add_ff_(z: Tensor, norm: nn.Module, ff: FeedForward) -> None:
     """z += ff(norm(z)) for z (..., C), in token chunks: the GEGLU's 8C-wide projection of a chunk only."""
     c = z.shape[-1]
     flat = z.view(-1, c)
-    for r in lean.row_chunks(flat.shape[0], 8 * c):
+    for r in pieces.row_chunks(flat.shape[0], 8 * c):
         part = flat[r]
         part += ff(norm(part))
 
@@ -368,13 +368,13 @@ class TransformerBlock(nn.Module):
         """x (N, S, C) <- the block's output, in place: self-attention a frame group at a time, the
         feed-forward in token chunks."""
         n, s, c = x.shape
-        for g in lean.frame_groups(n, 4 * s * c):  # q, k, v and the output of one group
+        for g in pieces.frame_groups(n, 4 * s * c):  # q, k, v and the output of one group
             part = x[g]
             part += self.attn1(self.norm1(part))
         if context.shape[1] == 1:  # one context token: see Attention.single_key (norm2(x) is not needed)
             x += self.attn2.single_key(context)  # (N, 1, C) broadcast over the queries
         else:
-            for g in lean.frame_groups(n, 4 * s * c):
+            for g in pieces.frame_groups(n, 4 * s * c):
                 part = x[g]
                 part += self.attn2(self.norm2(part), context[g])
         _add_ff_(x, self.norm3, self.ff)
@@ -416,7 +416,7 @@ class TemporalTransformerBlock(TransformerBlock):
         video = rearrange(x, "(b t) s c -> b t s c", t=t)
         emb = rearrange(frame_emb, "(b t) 1 c -> b t 1 c", t=t)
         for i in range(n // t):
-            for r in lean.row_chunks(s, 8 * c * t):  # positions; each has t tokens, widest width 8C
+            for r in pieces.row_chunks(s, 8 * c * t):  # positions; each has t tokens, widest width 8C
                 view = video[i, :, r]  # (t, s', C), a view of x
                 z = rearrange(view + emb[i], "t s c -> s t c").contiguous()  # "(b s) t c" rows of this chunk
                 self.update_(z, context[i:i + 1])
@@ -463,7 +463,7 @@ class SpatialVideoTransformer(nn.Module):
         def tokens(g: slice) -> Tensor:  # (n', H*W, inner)
             return self.proj_in(rearrange(self.norm(x[g]), "n c h w -> n (h w) c"))
 
-        z = lean.map_frame_groups(tokens, n, max(c, inner) * h * w).contiguous()  # (B*T, H*W, inner)
+        z = pieces.map_frame_groups(tokens, n, max(c, inner) * h * w).contiguous()  # (B*T, H*W, inner)
         for block, time_block in zip(self.transformer_blocks, self.time_stack):
             assert isinstance(block, TransformerBlock) and isinstance(time_block, TemporalTransformerBlock)
             block.update_(z, context)
@@ -472,7 +472,7 @@ class SpatialVideoTransformer(nn.Module):
         def back(g: slice) -> Tensor:  # (n', C, H, W), channels-last like x
             return rearrange(self.proj_out(z[g]), "n (h w) c -> n c h w", h=h, w=w) + x[g]
 
-        return lean.map_frame_groups(back, n, max(c, inner) * h * w)
+        return pieces.map_frame_groups(back, n, max(c, inner) * h * w)
 
 
 class Stage(nn.ModuleList):
@@ -588,7 +588,7 @@ class UNet(nn.Module):
         c, height, width = h.shape[1], h.shape[2], h.shape[3]
 
         def out_group(g: slice) -> Tensor:
-            return self.out[2](F.silu(lean.group_norm32(self.out[0], h[g])))
+            return self.out[2](F.silu(pieces.group_norm32(self.out[0], h[g])))
 
-        return lean.map_frame_groups(out_group, n, c * height * width)
+        return pieces.map_frame_groups(out_group, n, c * height * width)
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..image_encoder import LAYER_NORM_EPS, ImageEncoderConfig
+from ...nets.image_encoder import LAYER_NORM_EPS, ImageEncoderConfig
 
 from . import ConversionError
 

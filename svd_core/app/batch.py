@@ -1,7 +1,7 @@
 """Many videos on many workers: a Ray Data batch job whose workers keep the models resident.
 
     python -m svd_core batch --checkpoint svd_xt_1_1.safetensors --images 'stills/*.png' --output videos/
-    svd_core.batch.run(checkpoint, "stills/*.png", "videos/", workers=2)
+    svd_core.app.batch.run(checkpoint, "stills/*.png", "videos/", workers=2)
 
 The inputs are sorted; image i gets seed + i and the video `<output>/<its stem>.<format>`, made by the
 command line's own `render` (cli.py), so each video is the one `python -m svd_core generate` makes from
@@ -38,9 +38,9 @@ import numpy as np
 from PIL import UnidentifiedImageError
 
 from .cli import VIDEO_SUFFIXES
-from .pipeline import video_seeds
+from ..video.pipeline import video_seeds
 
-log = logging.getLogger("svd_core.batch")
+log = logging.getLogger("svd_core.app.batch")
 
 MANIFEST = "results.jsonl"
 FORMATS = tuple(suffix.lstrip(".") for suffix in VIDEO_SUFFIXES)  # what the command line writes

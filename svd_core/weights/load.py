@@ -21,16 +21,16 @@ from typing import Any
 
 import torch
 
-from .config import DTYPES, PRESETS, SVDConfig, preset_for_filename
+from ..config import DTYPES, PRESETS, SVDConfig, preset_for_filename
 from .convert import image_encoder as convert_image_encoder
 from .convert import unet as convert_unet
 from .convert import vae as convert_vae
-from .image_encoder import ImageEncoderConfig
-from .layers import Ops, set_execution
+from ..nets.image_encoder import ImageEncoderConfig
+from ..nets.layers import Ops, set_execution
 from .layout import SINGLE_FILE_PREFIXES, file_name, part_of
 from .models import PARTS, SVDModels, build_models
-from .unet import UNetConfig
-from .vae import VAEConfig
+from ..nets.unet import UNetConfig
+from ..nets.vae import VAEConfig
 
 log = logging.getLogger(__name__)
 
@@ -504,7 +504,7 @@ def load_models(
     log.info("loaded %s from '%s'%s as %s (VAE %s) on %s", config.name, path,
              f" with the UNet of '{paths['unet']}'" if unet is not None else "", dtype, vae_dtype or dtype, device)
     if compile:
-        from .speed import compile_models
+        from ..speed import compile_models
 
         compile_models(models)
     return models

@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .image_ops import fit_image
+from ..image_ops import fit_image
 from .keyframes import VIBID_STEPS, encode_keyframes, sample_keyframes
-from .models import SVDModels
-from .speed import compile_models
+from ..weights.models import SVDModels
+from ..speed import compile_models
 from .pipeline import (
     StepCallback, decode_chunk, decode_latents, encode_conditioning, sample_video, validate_image, video_generators, video_seeds,
 )

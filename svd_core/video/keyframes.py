@@ -33,13 +33,13 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from .guidance import GuidedDenoiser, guidance_scales
-from .image_encoder import ImageEncoder
-from .layers import compute_dtype, execution_device
+from ..diffusion.guidance import GuidedDenoiser, guidance_scales
+from ..nets.image_encoder import ImageEncoder
+from ..nets.layers import compute_dtype, execution_device
 from .pipeline import Conditioning, StepCallback, encode_conditioning, guided_denoiser, video_noise_sampler
-from .sampling import RHO, SIGMA_MAX, SIGMA_MIN, NoiseSampler, initial_noise_scale, karras_sigmas
-from .unet import UNet
-from .vae import VAE
+from ..diffusion.sampling import RHO, SIGMA_MAX, SIGMA_MIN, NoiseSampler, initial_noise_scale, karras_sigmas
+from ..nets.unet import UNet
+from ..nets.vae import VAE
 
 __all__ = ["VIBID_STEPS", "VIBID_CFG", "VIBID_CFG_FLIP", "Keyframes", "clean_latents", "encode_keyframes",
            "sample_vibid", "sample_keyframes"]

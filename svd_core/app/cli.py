@@ -16,17 +16,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import COMPUTE_DTYPES, PRESETS
-from .config import DTYPES as DTYPES_BY_NAME
-from .checks import check_number, check_size, schedule_errors
-from .guidance import GUIDANCE_SCHEDULES
-from .image_ops import RESIZE_MODES, fit_image
-from . import parallel
-from .load import CheckpointError, load_models
-from .models import SVDModels
-from .generate import generate
-from .keyframes import VIBID_STEPS
-from .pipeline import SAMPLER_NAMES
+from ..config import COMPUTE_DTYPES, PRESETS
+from ..config import DTYPES as DTYPES_BY_NAME
+from ..checks import check_number, check_size, schedule_errors
+from ..diffusion.guidance import GUIDANCE_SCHEDULES
+from ..image_ops import RESIZE_MODES, fit_image
+from ..diffusion import parallel
+from ..weights.load import CheckpointError, load_models
+from ..weights.models import SVDModels
+from ..video.generate import generate
+from ..video.keyframes import VIBID_STEPS
+from ..video.pipeline import SAMPLER_NAMES
 
 log = logging.getLogger("svd_core")
 

@@ -1,4 +1,4 @@
-"""Renaming between diffusers' `AutoencoderKLTemporalDecoder` state dict and `svd_core.vae.VAE` (official names).
+"""Renaming between diffusers' `AutoencoderKLTemporalDecoder` state dict and `svd_core.nets.vae.VAE` (official names).
 
 One table, read both ways. `{i}`/`{j}` are block indices kept as they are; `{u}` is a decoder level,
 which diffusers counts from the deepest level (up_blocks.0 = our up.{n-1}), so it maps to n-1-u both
@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..vae import VAEConfig
+from ...nets.vae import VAEConfig
 
 from . import ConversionError
 

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from . import lean
+from . import pieces
 from .layers import Ops, compute_dtype, execution_device
-from .resize import resize_antialiased
+from ..resize import resize_antialiased
 
 __all__ = [
     "CLIP_MEAN",
@@ -128,7 +128,7 @@ class ImageEncoderConfig:
 
 
 def _layer_norm(ops: Ops, width: int) -> nn.Module:
-    """A LayerNorm layer (eps 1e-5); the tower calls it through lean.layer_norm32, in float32 and cast
+    """A LayerNorm layer (eps 1e-5); the tower calls it through pieces.layer_norm32, in float32 and cast
     back, as open_clip's LayerNorm does for half precision."""
     return ops.LayerNorm(width, eps=LAYER_NORM_EPS)
 
@@ -145,7 +145,7 @@ class SelfAttention(nn.Module):
         self.out_proj = ops.Linear(width, width)
 
     def forward(self, x: Tensor) -> Tensor:  # x: (N, L, D)
-        w, b = lean.cast_param(self.in_proj_weight, x), lean.cast_param(self.in_proj_bias, x)
+        w, b = pieces.cast_param(self.in_proj_weight, x), pieces.cast_param(self.in_proj_bias, x)
         qkv = F.linear(x, w, b)  # (N, L, 3*D)
         q, k, v = rearrange(qkv, "n l (three h d) -> three n h l d", three=3, h=self.heads)  # (N, H, L, D/H)
         out = F.scaled_dot_product_attention(q, k, v)  # (N, H, L, D/H), scale 1/sqrt(D/H)
@@ -172,8 +172,8 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp = MLP(cfg.width, cfg.mlp_width, ops)
 
     def forward(self, x: Tensor) -> Tensor:  # (N, L, D)
-        x = x + self.attn(lean.layer_norm32(self.ln_1, x))
-        return x + self.mlp(lean.layer_norm32(self.ln_2, x))
+        x = x + self.attn(pieces.layer_norm32(self.ln_1, x))
+        return x + self.mlp(pieces.layer_norm32(self.ln_2, x))
 
 
 class Transformer(nn.Module):
@@ -221,10 +221,10 @@ class ImageEncoder(nn.Module):
             raise ValueError(f"ImageEncoder expects (N, 3, {s}, {s}) pixels, got {tuple(pixels.shape)}")
         x = self.conv1(pixels)  # (N, D, G, G)
         x = rearrange(x, "n d gh gw -> n (gh gw) d")  # (N, G*G, D)
-        cls = lean.cast_param(self.class_embedding, x).expand(x.shape[0], 1, -1)  # (N, 1, D)
-        x = torch.cat([cls, x], dim=1) + lean.cast_param(self.positional_embedding, x)  # (N, 1+G*G, D)
-        x = self.transformer(lean.layer_norm32(self.ln_pre, x))  # (N, 1+G*G, D)
-        return lean.layer_norm32(self.ln_post, x[:, 0]) @ lean.cast_param(self.proj, x)  # (N, E)
+        cls = pieces.cast_param(self.class_embedding, x).expand(x.shape[0], 1, -1)  # (N, 1, D)
+        x = torch.cat([cls, x], dim=1) + pieces.cast_param(self.positional_embedding, x)  # (N, 1+G*G, D)
+        x = self.transformer(pieces.layer_norm32(self.ln_pre, x))  # (N, 1+G*G, D)
+        return pieces.layer_norm32(self.ln_post, x[:, 0]) @ pieces.cast_param(self.proj, x)  # (N, E)
 
 
 def preprocess(image: Tensor, size: int = 224) -> Tensor:

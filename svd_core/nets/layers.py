@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import lean
+from . import pieces
 
 # The namespace layers are built from: anything with torch.nn's Linear, Conv2d, Conv3d, GroupNorm and
 # LayerNorm (torch.nn itself by default; a host passes its own, e.g. ComfyUI's comfy.ops classes that
@@ -59,4 +59,4 @@ class Upsample(nn.Module):
         def group(g: slice) -> Tensor:
             return self.conv(F.interpolate(x[g], scale_factor=2.0, mode="nearest"))
 
-        return lean.map_frame_groups(group, n, 4 * c * h * w)
+        return pieces.map_frame_groups(group, n, 4 * c * h * w)
