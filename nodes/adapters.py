@@ -26,22 +26,21 @@ from torch import Tensor
 from svd_core.checks import SIZE_MULTIPLE, check_size, conditioning_errors, sampler_errors
 from svd_core.config import DTYPES, STORAGE_ONLY_DTYPES, SamplingConfig
 from svd_core.image_ops import RESIZE_MODES, fit_image
-from svd_core.video.pipeline import video_generators, video_seeds
 from svd_core.nets.vae import VAEConfig
+from svd_core.seeds import indices_from_batch_index
 
 __all__ = [
-    "DTYPE_CHOICES", "STORAGE_ONLY", "FPS_KEY", "FRAMES_KEY", "LOOP_KEY", "fps_of", "latent_fps", "LATENT_CHANNELS", "LATENT_DOWNSCALE", "REFERENCE_DECODE_CHUNK",
-    "RESIZE_MODES", "SIZE_MULTIPLE", "ModelHandle", "check_size", "conditioning_errors",
-    "empty_latent", "fit_image", "fps_to_fps_id", "frames_to_image", "image_to_bchw",
-    "latent_to_video", "latent_video_indices", "make_noise", "match_batches", "parse_dtype", "preview_grid",
-    "repeat_videos", "sampler_errors", "video_generator_seeds", "video_noise_and_generators", "video_noises", "video_to_latent",
+    "DTYPE_CHOICES", "STORAGE_ONLY", "FPS_KEY", "FRAMES_KEY", "LOOP_KEY", "fps_of", "latent_fps", "LATENT_CHANNELS",
+    "LATENT_DOWNSCALE", "RESIZE_MODES", "SIZE_MULTIPLE", "ModelHandle", "check_size", "conditioning_errors",
+    "empty_latent", "fit_image", "fps_to_fps_id", "frames_to_image", "image_to_bchw", "latent_to_video",
+    "latent_video_indices", "match_batches", "parse_dtype", "preview_grid", "repeat_videos", "sampler_errors",
+    "video_to_latent",
 ]
 
-# The VAE's latent: 4 channels, 8x smaller than the image (svd_core.VAEConfig, from svd_xt_1_1.yaml).
+# The VAE's latent: 4 channels, 8x smaller than the image (svd_core.VAEConfig, from svd_xt_1_1.yaml); the empty
+# latent node has no model to read them from.
 LATENT_CHANNELS = VAEConfig.svd_xt().latent_channels
 LATENT_DOWNSCALE = VAEConfig.svd_xt().downscale
-# Frames decoded per VAE call in the reference (simple_video_sample.py `decoding_t`), from svd_core.
-REFERENCE_DECODE_CHUNK = SamplingConfig().decode_chunk_size
 # Extra key of the LATENT dict holding the number of frames per video.
 FRAMES_KEY = "svd_frames"
 # Extra key of the LATENT dict of a seamless loop: the decoder drops each video's last frame.
@@ -78,7 +77,7 @@ def fps_of(conditioning: Any) -> int:
 
 def latent_fps(latent: dict[str, Any]) -> int:
     """The frame rate a LATENT carries, else the reference's fps_id + 1 = 7."""
-    return int(latent.get(FPS_KEY, SamplingConfig().fps_id + 1))
+    return int(latent.get(FPS_KEY, SamplingConfig.fps_id + 1))
 
 
 def fps_to_fps_id(fps: int) -> int:
@@ -185,48 +184,11 @@ def repeat_videos(x: Tensor, n: int) -> Tensor:
     return repeat(x, "1 ... -> n ...", n=n)
 
 
-def make_noise(shape: tuple[int, ...], seed: int) -> Tensor:
-    """Standard normal noise from a private CPU generator (same values on every device)."""
-    g = torch.Generator(device="cpu").manual_seed(int(seed) % (2**64))
-    return torch.randn(shape, generator=g, dtype=torch.float32)
-
-
-def video_generator_seeds(seed: int, indices: list[int]) -> list[int]:
-    """The generator seed of each video: seed + its index (svd_core.video_seeds)."""
-    seeds = video_seeds(seed, max(indices) + 1)
-    return [seeds[i] for i in indices]
-
-
-def video_noises(per_video: tuple[int, ...], seed: int, indices: list[int], draws: int) -> list[Tensor]:
-    """`draws` noise tensors (len(indices), *per_video): video j's from its own CPU generator seeded
-    seed + indices[j], drawn one after the other, so a video never depends on the others in its batch."""
-    gens = video_generators(video_generator_seeds(seed, indices))
-    per_draw = [[torch.randn(per_video, generator=g, dtype=torch.float32) for _ in range(draws)] for g in gens]
-    return [torch.stack([d[k] for d in per_draw]) for k in range(draws)]
-
-
-def video_noise_and_generators(per_video: tuple[int, ...], seed: int, indices: list[int]) -> tuple[Tensor, list[torch.Generator]]:
-    """Noise for one video per entry of `indices` (`video_noises`, one draw) and each video's generator, left
-    just after that draw: whatever the sampler draws next (the lcm sampler's fresh noise, ViBiD's re-noising)
-    also comes from the video's own seed."""
-    gens = video_generators(video_generator_seeds(seed, indices))
-    return torch.stack([torch.randn(per_video, generator=g, dtype=torch.float32) for g in gens]), gens
-
-
 def latent_video_indices(latent: dict[str, Any], num_videos: int, name: str = "latent") -> list[int]:
-    """Which video of its original batch each video of a LATENT is: ComfyUI's `batch_index` (one entry per
-    folded frame, as LatentFromBatch and RepeatLatentBatch write it, or one per video), else 0, 1, ..."""
+    """Which video of its original batch each video of a LATENT is (svd_core.seeds.indices_from_batch_index of
+    ComfyUI's `batch_index`), for the seed contract: video j draws from seed + its index."""
     index = latent.get("batch_index") if isinstance(latent, dict) else None
-    if index is None:
-        return list(range(num_videos))
-    t = int(latent.get(FRAMES_KEY, 1))
-    rows = list(index)
-    if len(rows) == num_videos * t:
-        return [int(rows[j * t]) // t for j in range(num_videos)]
-    if len(rows) == num_videos:
-        return [int(i) for i in rows]
-    raise ValueError(f"{name} has a batch_index of {len(rows)} entries; expected one per frame ({num_videos * t}) "
-                     f"or one per video ({num_videos})")
+    return indices_from_batch_index(index, num_videos, int(latent.get(FRAMES_KEY, 1)), name)
 
 
 def preview_grid(x0: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""StableVideoExtend: continue a video by more clips (svd_core.video.extend), as a ComfyUI V3 node."""
+"""StableVideoExtend: continue a video by more clips (svd_core.extend), as a ComfyUI V3 node."""
 from __future__ import annotations
 
 import logging
@@ -11,13 +11,16 @@ from comfy_api.latest import io
 
 import svd_core
 from svd_core import memory
-from svd_core.checks import LIMITS, MAX_FRAMES, check_size
-from svd_core.video.extend import DEFAULT_OVERLAP
+from svd_core.checks import MAX_FRAMES, check_size
 from svd_core.nets.layers import compute_dtype
+from svd_core.video import flow
+from svd_core.video.extend import DEFAULT_OVERLAP
+from svd_core.video.request import VideoRequest
 
+from . import widgets
 from .adapters import (
-    FRAMES_KEY, REFERENCE_DECODE_CHUNK, ModelHandle, conditioning_errors, fps_to_fps_id, frames_to_image,
-    image_to_bchw, latent_to_video, sampler_errors,
+    FRAMES_KEY, ModelHandle, conditioning_errors, fps_to_fps_id, frames_to_image, image_to_bchw, latent_to_video,
+    sampler_errors,
 )
 from .svd_nodes import _REF, CATEGORY, SVDClipVision, SVDModel, SVDVae, _raise_if, _step_callback
 
@@ -50,32 +53,28 @@ class StableVideoExtend(io.ComfyNode):
                                 tooltip="The video's LATENT from the Stable Video Sampler: its last latents are held "
                                         "exactly (without it the frames are VAE-encoded). Decoded when no images "
                                         "are given."),
-                io.Int.Input("frames", default=_REF.num_frames, min=2, max=MAX_FRAMES,
-                             tooltip="Frames per new clip, the overlap included (SVD-XT: 25)."),
+                widgets.number("frames", _REF.num_frames, "Frames per new clip, the overlap included (SVD-XT: 25).",
+                               low=2),
                 io.Int.Input("overlap", default=DEFAULT_OVERLAP, min=1, max=MAX_FRAMES - 1,
                              tooltip="Latent frames each clip shares with what precedes it: held to the video's "
                                      "last ones, then dropped. Must be smaller than frames."),
                 io.Int.Input("clips", default=1, min=1, max=MAX_CLIPS,
                              tooltip="How many clips to add, one after the other."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed; video i of a batch uses seed + i."),
-                io.Int.Input("steps", default=_REF.num_steps, min=int(LIMITS["steps"][0]), max=int(LIMITS["steps"][1]),
-                             tooltip="Sampling steps per clip (reference: 30 for SVD-XT)."),
-                io.Float.Input("min_cfg", default=_REF.min_cfg, min=LIMITS["min_cfg"][0], max=LIMITS["min_cfg"][1],
-                               step=0.05, tooltip="Guidance scale of each clip's first frame."),
-                io.Float.Input("max_cfg", default=_REF.max_cfg, min=LIMITS["max_cfg"][0], max=LIMITS["max_cfg"][1],
-                               step=0.05, tooltip="Guidance scale of each clip's last frame."),
-                io.Int.Input("fps", default=_REF.fps_id + 1, min=int(LIMITS["fps"][0]), max=int(LIMITS["fps"][1]),
-                             tooltip="Frames per second (the model sees fps - 1); keep the first clip's."),
-                io.Int.Input("motion_bucket_id", default=_REF.motion_bucket_id, min=int(LIMITS["motion_bucket_id"][0]),
-                             max=int(LIMITS["motion_bucket_id"][1]), tooltip="Amount of motion; keep the first clip's."),
-                io.Float.Input("cond_aug", default=_REF.cond_aug, min=LIMITS["cond_aug"][0], max=LIMITS["cond_aug"][1],
-                               step=0.001, tooltip="Noise added to each clip's conditioning frame (reference 0.02)."),
+                widgets.seed("Seed; video i of a batch uses seed + i."),
+                widgets.number("steps", _REF.num_steps, "Sampling steps per clip (reference: 30 for SVD-XT)."),
+                widgets.number("min_cfg", _REF.min_cfg, "Guidance scale of each clip's first frame.", step=0.05),
+                widgets.number("max_cfg", _REF.max_cfg, "Guidance scale of each clip's last frame.", step=0.05),
+                widgets.number("fps", _REF.fps_id + 1, "Frames per second (the model sees fps - 1); keep the first "
+                                                        "clip's."),
+                widgets.number("motion_bucket_id", _REF.motion_bucket_id, "Amount of motion; keep the first clip's."),
+                widgets.number("cond_aug", _REF.cond_aug, "Noise added to each clip's conditioning frame (reference "
+                                                          "0.02).", step=0.001),
                 io.Boolean.Input("color_anchor", default=True,
                                  tooltip="Match each new clip's colour statistics (per channel mean and deviation) "
                                          "to the given video's, against drift over many clips."),
                 io.Int.Input("frames_per_chunk", default=0, min=0, max=MAX_FRAMES,
-                             tooltip=f"Frames decoded together; 0 = the reference's {REFERENCE_DECODE_CHUNK}."),
+                             tooltip="Frames decoded together; 0 = the loaded model's preset (the reference's "
+                                     f"{_REF.decode_chunk_size} for SVD and SVD-XT)."),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The whole video: given frames, then new ones.")],
         )
@@ -103,7 +102,6 @@ class StableVideoExtend(io.ComfyNode):
             raise ValueError("images, video and latent are all missing: connect the video to extend to one of them")
         scale = model.config.vae.scale_factor
         z = latent_to_video(latent, "latent") if latent is not None else None  # (B, T, 4, h, w), VAE latent space
-        chunk = svd_core.decode_chunk(frames_per_chunk or None, frames)
         if images is not None:
             pixels = image_to_bchw(images, "images")  # (N, 3, H, W)
             per_video = int(latent[FRAMES_KEY]) if latent is not None else pixels.shape[0]
@@ -113,8 +111,11 @@ class StableVideoExtend(io.ComfyNode):
             video = pixels.reshape(-1, per_video, *pixels.shape[1:])
         else:
             assert z is not None
+            f = vae.config.vae.downscale
+            given = VideoRequest.build(vae.config, width=z.shape[-1] * f, height=z.shape[-2] * f,
+                                       num_frames=z.shape[1], decode_chunk_size=frames_per_chunk or None)
             mm.load_models_gpu([vae.patcher])
-            video = svd_core.decode_latents(vae.module, z * scale, decode_chunk_size=min(REFERENCE_DECODE_CHUNK, z.shape[1]))
+            video = flow.decode(vae.module, given, z * scale)
         b, t, _, height, width = video.shape
         _raise_if([e for e in (check_size("width", width), check_size("height", height)) if e]
                   + conditioning_errors(width, height, fps, motion_bucket_id, cond_aug))
@@ -124,11 +125,13 @@ class StableVideoExtend(io.ComfyNode):
         if z is not None and (z.shape[0] != b or z.shape[-2:] != (height // f, width // f)):
             raise ValueError(f"latent holds {z.shape[0]} video(s) of {z.shape[-1] * f}x{z.shape[-2] * f}, the images "
                              f"{b} of {width}x{height}: connect the latent that made these images")
+        chunk = VideoRequest.build(model.config, num_frames=frames, decode_chunk_size=frames_per_chunk or None,
+                                   num_steps=steps, sampler=model.config.sampling.sampler).decode_chunk_size
         need = max(memory.unet_step_bytes(model.config.unet, b, frames, height, width, compute_dtype(model.module)),
                    memory.decode_bytes(model.config.vae, chunk, height, width, compute_dtype(vae.module)))
         mm.load_models_gpu([model.patcher, clip_vision.patcher, vae.patcher], memory_required=need)
         parts = svd_core.SVDModels(model.module, clip_vision.module, vae.module, model.config)
-        out = svd_core.video.extend(
+        out = svd_core.extend(
             parts, video, num_frames=frames, overlap=overlap, num_clips=clips, num_steps=steps, fps_id=fps_to_fps_id(fps),
             motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, min_cfg=min_cfg, max_cfg=max_cfg, seed=seed,
             color_anchor=color_anchor, video_latents=None if z is None else z * scale, decode_chunk_size=chunk,

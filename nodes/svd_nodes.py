@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
@@ -26,17 +25,20 @@ from comfy_api.latest import InputImpl, Types, io
 
 import svd_core
 import svd_core.speed
-from svd_core.checks import LIMITS, MAX_FRAMES, MAX_SIDE
-
 from svd_core import memory
+from svd_core.checks import MAX_FRAMES
 from svd_core.nets.layers import compute_dtype, set_execution
+from svd_core.seeds import VideoNoise
+from svd_core.video import flow
+from svd_core.video.request import VideoRequest
 
+from . import widgets
 from .adapters import (
-    DTYPE_CHOICES, FPS_KEY, FRAMES_KEY, LATENT_DOWNSCALE, LOOP_KEY, REFERENCE_DECODE_CHUNK, RESIZE_MODES, STORAGE_ONLY, ModelHandle, conditioning_errors,
-    empty_latent, fit_image, fps_of, fps_to_fps_id, latent_fps, frames_to_image, image_to_bchw, latent_to_video, latent_video_indices,
-    match_batches, parse_dtype, preview_grid, repeat_videos, sampler_errors, video_noise_and_generators,
-    video_noises, video_to_latent,
+    DTYPE_CHOICES, FPS_KEY, LATENT_DOWNSCALE, LOOP_KEY, RESIZE_MODES, STORAGE_ONLY, ModelHandle, check_size, conditioning_errors, empty_latent,
+    fps_of, fps_to_fps_id, frames_to_image, image_to_bchw, latent_fps, latent_to_video, latent_video_indices,
+    match_batches, parse_dtype, preview_grid, repeat_videos, sampler_errors, video_to_latent,
 )
+from .widgets import MAX_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ SVDConditioning = io.Custom("SVD_CONDITIONING")
 # svd_core.SamplingConfig: 1024x576, 25 frames, 30 steps, cfg 1.5 -> 3.0 (LinearPredictionGuider),
 # fps_id 6, motion bucket 127, cond_aug 0.02, EDM sigmas 0.002 / 700 / rho 7.
 _REF = svd_core.SamplingConfig()
+_LCM = svd_core.PRESETS["animatelcm_svd_xt"].sampling
 GUIDANCE_SCHEDULES = tuple(svd_core.GUIDANCE_SCHEDULES)
 SAMPLER_NAMES = tuple(svd_core.SAMPLER_NAMES)
 
@@ -199,27 +202,24 @@ class StableVideoConditioning(io.ComfyNode):
                 SVDVae.Input("vae", tooltip="VAE from the Stable Video checkpoint loader."),
                 io.Image.Input("image", tooltip="Start images: a batch of B images makes B videos. RGBA "
                                                 "loses its alpha (like the reference), grayscale becomes RGB."),
-                io.Int.Input("width", default=_REF.width, min=64, max=MAX_SIDE, step=64,
-                             tooltip="Video width in pixels, a multiple of 64 (the model was trained at 1024)."),
-                io.Int.Input("height", default=_REF.height, min=64, max=MAX_SIDE, step=64,
-                             tooltip="Video height in pixels, a multiple of 64 (the model was trained at 576)."),
+                widgets.size("width", _REF.width, "Video width in pixels, a multiple of 64 (the model was trained at "
+                                                  "1024)."),
+                widgets.size("height", _REF.height, "Video height in pixels, a multiple of 64 (the model was trained "
+                                                    "at 576)."),
                 io.Combo.Input("resize_mode", options=list(RESIZE_MODES), default="crop",
                                tooltip="How an image of another size is fitted: crop (scale to cover, cut "
                                        "the centre), stretch (may distort), pad (scale to fit, black borders)."),
-                io.Int.Input("fps", default=_REF.fps_id + 1, min=int(LIMITS["fps"][0]), max=int(LIMITS["fps"][1]),
-                             tooltip="Frames per second the video is meant to play at. The model sees "
-                                     "fps_id = fps - 1: the default 7 is the reference's fps_id 6 "
-                                     "(SVD-XT 1.1 was fine-tuned at it)."),
-                io.Int.Input("motion_bucket_id", default=_REF.motion_bucket_id, min=int(LIMITS["motion_bucket_id"][0]),
-                             max=int(LIMITS["motion_bucket_id"][1]),
-                             tooltip="Amount of motion: higher moves more. 127 is the reference default "
-                                     "(SVD-XT 1.1 was fine-tuned at it)."),
-                io.Float.Input("cond_aug", default=_REF.cond_aug, min=LIMITS["cond_aug"][0], max=LIMITS["cond_aug"][1], step=0.001,
-                               tooltip="Noise added to the start image before VAE encoding (the reference's "
-                                       "cond_aug, default 0.02); also given to the model as conditioning."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the augmentation noise (drawn on the CPU: same on every device). Image i of a "
-                                     "batch uses seed + i, so it gets what it would get alone with that seed."),
+                widgets.number("fps", _REF.fps_id + 1,
+                               "Frames per second the video is meant to play at. The model sees fps_id = fps - 1: the "
+                               "default 7 is the reference's fps_id 6 (SVD-XT 1.1 was fine-tuned at it)."),
+                widgets.number("motion_bucket_id", _REF.motion_bucket_id,
+                               "Amount of motion: higher moves more. 127 is the reference default "
+                               "(SVD-XT 1.1 was fine-tuned at it)."),
+                widgets.number("cond_aug", _REF.cond_aug,
+                               "Noise added to the start image before VAE encoding (the reference's cond_aug, default "
+                               "0.02); also given to the model as conditioning.", step=0.001),
+                widgets.seed("Seed of the augmentation noise (drawn on the CPU: same on every device). Image i of a "
+                             "batch uses seed + i, so it gets what it would get alone with that seed."),
                 io.Image.Input("end_image", optional=True,
                                tooltip="Optional last frames (1 or B images): the videos end on them "
                                        "(ViBiDSampler, bidirectional sampling; twice the UNet work per step). "
@@ -249,29 +249,19 @@ class StableVideoConditioning(io.ComfyNode):
                 resize_mode: str, fps: int, motion_bucket_id: int, cond_aug: float, seed: int,
                 end_image: torch.Tensor | None = None, loop: bool = False) -> io.NodeOutput:
         _raise_if(conditioning_errors(width, height, fps, motion_bucket_id, cond_aug))
-        if loop and end_image is not None:
-            raise ValueError("loop and end_image exclude each other: a loop ends on its own start image; "
-                             "disconnect end_image or turn loop off")
-        pixels = fit_image(image_to_bchw(image), width, height, resize_mode)  # (B, 3, H, W)
+        request = VideoRequest.build(
+            clip_vision.config, width=width, height=height, fps_id=fps_to_fps_id(fps), motion_bucket_id=motion_bucket_id,
+            cond_aug=cond_aug, resize_mode=resize_mode, seed=seed, end_image=end_image is not None, loop=bool(loop))
+        end = image_to_bchw(end_image, "end_image") if end_image is not None else None
+        pixels, end = flow.fit_images(request, image_to_bchw(image), end)  # (B, 3, H, W)
         b, _, h, w = pixels.shape
         # image i: its own generator seeded seed + i, drawing the start image's noise, then the end image's
-        aug_noise, end_noise = video_noises(tuple(pixels.shape[1:]), seed, list(range(b)), draws=2)
+        noise = VideoNoise.for_batch(seed, b).start(image=tuple(pixels.shape[1:]), end_image=True)
         cfg = clip_vision.config
         need = max(memory.image_encoder_bytes(cfg.image_encoder, b, h, w, compute_dtype(clip_vision.module)),
                    memory.vae_encoder_bytes(cfg.vae, b, h, w, compute_dtype(vae.module)))
         mm.load_models_gpu([clip_vision.patcher, vae.patcher], memory_required=need)
-        positive, negative = svd_core.encode_conditioning(
-            clip_vision.module, vae.module, pixels,
-            fps_id=fps_to_fps_id(fps), motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, aug_noise=aug_noise,
-        )
-        if end_image is not None or loop:
-            last = pixels if loop else fit_image(image_to_bchw(end_image, "end_image"), width, height, resize_mode)
-            if last.shape[0] not in (1, b):
-                raise ValueError(f"end_image holds {last.shape[0]} images for {b} start images: give 1 or {b}")
-            keyframes = svd_core.encode_keyframes(
-                clip_vision.module, vae.module, pixels, repeat_videos(last, b), fps_id=fps_to_fps_id(fps),
-                motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, end_aug_noise=end_noise, loop=bool(loop))
-            positive = replace(positive, keyframes=keyframes)
+        positive, negative = flow.condition(clip_vision.module, vae.module, request, pixels, end, noise)
         out = mm.intermediate_device()
         return io.NodeOutput(positive.to(device=out), negative.to(device=out))
 
@@ -287,15 +277,12 @@ class StableVideoEmptyLatent(io.ComfyNode):
                         "batch (B*T images), so ComfyUI's latent nodes and previews keep working. Wire the "
                         "conditioning to take its size from there (the size is then typed once).",
             inputs=[
-                io.Int.Input("width", default=_REF.width, min=64, max=MAX_SIDE, step=64,
-                             tooltip="Video width in pixels, a multiple of 64. Ignored when conditioning is wired: "
-                                     "the conditioning's width is used."),
-                io.Int.Input("height", default=_REF.height, min=64, max=MAX_SIDE, step=64,
-                             tooltip="Video height in pixels, a multiple of 64. Ignored when conditioning is wired: "
-                                     "the conditioning's height is used."),
-                io.Int.Input("frames", default=_REF.num_frames, min=1, max=MAX_FRAMES,
-                             tooltip="Frames per video (SVD-XT: 25, SVD: 14)."),
-                io.Int.Input("batch_size", default=1, min=1, max=64,
+                widgets.size("width", _REF.width, "Video width in pixels, a multiple of 64. Ignored when "
+                                                  "conditioning is wired: the conditioning's width is used."),
+                widgets.size("height", _REF.height, "Video height in pixels, a multiple of 64. Ignored when "
+                                                    "conditioning is wired: the conditioning's height is used."),
+                widgets.number("frames", _REF.num_frames, "Frames per video (SVD-XT: 25, SVD: 14)."),
+                io.Int.Input("batch_size", default=1, min=1, max=MAX_BATCH,
                              tooltip="Videos per image; 1 makes one video per conditioning image."),
                 SVDConditioning.Input("conditioning", optional=True,
                                       tooltip="Optional: the positive conditioning. When wired, the latent takes its "
@@ -308,7 +295,7 @@ class StableVideoEmptyLatent(io.ComfyNode):
     def validate_inputs(cls, width: int | None = None, height: int | None = None) -> bool | str:
         if width is None or height is None:
             return True
-        errors = conditioning_errors(width, height, 7, 127, 0.0)
+        errors = [e for e in (check_size("width", width), check_size("height", height)) if e]
         return "; ".join(errors) if errors else True
 
     @classmethod
@@ -337,16 +324,14 @@ class StableVideoSampler(io.ComfyNode):
                 SVDConditioning.Input("negative", tooltip="Negative conditioning from Stable Video Conditioning."),
                 io.Latent.Input("latent", tooltip="Latent from Stable Video Empty Latent (or a video latent to "
                                                   "re-noise with denoise < 1)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the initial noise (drawn on the CPU: same video on every device). Video i of "
-                                     "a batch uses seed + i (or seed + its batch_index, after LatentFromBatch), "
-                                     "so it is the video it would be alone with that seed."),
-                io.Int.Input("steps", default=_REF.num_steps, min=int(LIMITS["steps"][0]), max=int(LIMITS["steps"][1]),
-                             tooltip="Sampling steps (reference: 30 for SVD-XT, 25 for SVD)."),
-                io.Float.Input("min_cfg", default=_REF.min_cfg, min=LIMITS["min_cfg"][0], max=LIMITS["min_cfg"][1], step=0.05,
-                               tooltip="Guidance scale of the first frame (reference SVD-XT: 1.5)."),
-                io.Float.Input("max_cfg", default=_REF.max_cfg, min=LIMITS["max_cfg"][0], max=LIMITS["max_cfg"][1], step=0.05,
-                               tooltip="Guidance scale of the last frame (reference SVD-XT: 3.0)."),
+                widgets.seed("Seed of the initial noise (drawn on the CPU: same video on every device). Video i of a "
+                             "batch uses seed + i (or seed + its batch_index, after LatentFromBatch), so it is the "
+                             "video it would be alone with that seed."),
+                widgets.number("steps", _REF.num_steps, "Sampling steps (reference: 30 for SVD-XT, 25 for SVD)."),
+                widgets.number("min_cfg", _REF.min_cfg, "Guidance scale of the first frame (reference SVD-XT: 1.5).",
+                               step=0.05),
+                widgets.number("max_cfg", _REF.max_cfg, "Guidance scale of the last frame (reference SVD-XT: 3.0).",
+                               step=0.05),
                 io.Combo.Input("guidance", options=list(GUIDANCE_SCHEDULES), default="linear",
                                tooltip="Per-frame guidance: linear min->max (reference), triangle "
                                        "(min at both ends, max mid-video), constant (max_cfg everywhere)."),
@@ -355,15 +340,13 @@ class StableVideoSampler(io.ComfyNode):
                                        "AnimateLCM-SVD-xt (load its UNet in the loader's unet_name): consistency "
                                        "sampling on its 40-level schedule, 4 steps, min_cfg 1.0, max_cfg 1.2, "
                                        "motion bucket 80 in its authors' demo."),
-                io.Float.Input("sigma_min", default=_REF.sigma_min, min=LIMITS["sigma_min"][0], max=LIMITS["sigma_min"][1], step=0.0001,
-                               tooltip="Smallest noise level of the Karras schedule (reference 0.002)."),
-                io.Float.Input("sigma_max", default=_REF.sigma_max, min=LIMITS["sigma_max"][0], max=LIMITS["sigma_max"][1], step=0.1,
-                               tooltip="Largest noise level of the Karras schedule (reference 700)."),
-                io.Float.Input("rho", default=_REF.rho, min=LIMITS["rho"][0], max=LIMITS["rho"][1], step=0.1,
-                               tooltip="Karras schedule exponent (reference 7)."),
-                io.Float.Input("denoise", default=1.0, min=LIMITS["denoise"][0], max=LIMITS["denoise"][1], step=0.01,
-                               tooltip="1 = start from pure noise (reference). Below 1, re-noise the "
-                                       "input latent and run only the last part of the schedule."),
+                widgets.number("sigma_min", _REF.sigma_min,
+                               "Smallest noise level of the Karras schedule (reference 0.002).", step=0.0001),
+                widgets.number("sigma_max", _REF.sigma_max,
+                               "Largest noise level of the Karras schedule (reference 700).", step=0.1),
+                widgets.number("rho", _REF.rho, "Karras schedule exponent (reference 7).", step=0.1),
+                widgets.number("denoise", 1.0, "1 = start from pure noise (reference). Below 1, re-noise the input "
+                                                "latent and run only the last part of the schedule.", step=0.01),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="Sampled video latent (B*T, 4, H/8, W/8).")],
         )
@@ -385,16 +368,16 @@ class StableVideoSampler(io.ComfyNode):
                 sigma_max: float, rho: float, denoise: float) -> io.NodeOutput:
         _raise_if(sampler_errors(steps, min_cfg, max_cfg, sigma_min, sigma_max, rho, denoise, sampler=sampler))
         start = latent_to_video(latent, "latent")  # (L, T, 4, h, w), ComfyUI latent space
-        keyframed = getattr(positive, "keyframes", None) is not None
-        if keyframed and denoise < 1.0:
-            raise ValueError(f"denoise is {denoise}, but a positive with an end_image or loop samples from pure noise: "
-                             "set denoise to 1")
-        if keyframed and start.shape[1] < 2:
-            raise ValueError(f"latent has {start.shape[1]} frame(s); a video between two keyframes needs at least 2")
+        keyframes = getattr(positive, "keyframes", None)
+        f = model.config.vae.downscale
+        request = VideoRequest.build(
+            model.config, width=start.shape[-1] * f, height=start.shape[-2] * f, num_frames=start.shape[1],
+            num_steps=steps, min_cfg=min_cfg, max_cfg=max_cfg, guidance=guidance, sampler=sampler,
+            sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, denoise=denoise, seed=seed,
+            end_image=keyframes is not None and not keyframes.loop, loop=keyframes is not None and keyframes.loop)
         n = match_batches(positive.batch_size, start.shape[0])
         if positive.concat.shape[-2:] != start.shape[-2:]:
             h, w = positive.concat.shape[-2:]
-            f = model.config.vae.downscale
             raise ValueError(f"latent is {start.shape[-1] * f}x{start.shape[-2] * f} pixels but positive was made "
                              f"at {w * f}x{h * f}: use the same width and height in both nodes")
         positive, negative = _repeat_cond(positive, n), _repeat_cond(negative, n)
@@ -403,28 +386,19 @@ class StableVideoSampler(io.ComfyNode):
         if start.shape[0] != n:  # one latent video for several images: video j is index j of the batch
             indices = list(range(n))
         start = repeat_videos(start, n) * scale
-        # (B, T, 4, h, w): video j from its own generator seeded seed + its index, which also draws what the
-        # sampler adds later (lcm's fresh noise, ViBiD's re-noising)
-        noise, generators = video_noise_and_generators(tuple(start.shape[1:]), seed, indices)
-
-        f = model.config.vae.downscale
-        need = memory.unet_step_bytes(model.config.unet, n, start.shape[1], start.shape[-2] * f, start.shape[-1] * f,
+        # video j from its own generator seeded seed + its index, which also draws what the sampler adds later
+        # (lcm's fresh noise, ViBiD's re-noising)
+        video_noise = VideoNoise.for_indices(seed, indices)
+        noise = video_noise.start(latent=tuple(start.shape[1:])).latent
+        assert noise is not None
+        need = memory.unet_step_bytes(model.config.unet, n, request.num_frames, request.height, request.width,
                                       compute_dtype(model.module), downscale=f)
         mm.load_models_gpu([model.patcher], memory_required=need)  # makes room: other models are offloaded first
-        callback = _step_callback(model.patcher.load_device, steps)
-        if keyframed:  # ViBiDSampler with its CFG++ defaults; min/max_cfg, guidance and sampler do not apply
-            z = svd_core.sample_keyframes(
-                model.module, positive, negative, positive.keyframes, noise, num_steps=steps,
-                sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, generators=generators, callback=callback)
-        else:
-            z = svd_core.sample_video(
-                model.module, positive, negative, noise, num_steps=steps, min_cfg=min_cfg, max_cfg=max_cfg,
-                guidance=guidance, sampler=sampler, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
-                denoise=denoise, latent=start, generator=generators, callback=callback,
-            )
+        z = flow.sample(model.module, request, positive, negative, noise, video_noise, latent=start,
+                        callback=_step_callback(model.patcher.load_device, steps))
         out = video_to_latent((z / scale).to(mm.intermediate_device()), like=latent)
         out[FPS_KEY] = fps_of(positive)  # the frame rate the videos were conditioned on, for the decoder's VIDEO
-        if keyframed and positive.keyframes.loop:
+        if request.loop:
             out[LOOP_KEY] = True  # the decoder drops each video's last frame (a second copy of the first)
         return io.NodeOutput(out)
 
@@ -473,9 +447,11 @@ class StableVideoDecode(io.ComfyNode):
                 SVDVae.Input("vae", tooltip="VAE from the Stable Video checkpoint loader."),
                 io.Latent.Input("latent", tooltip="Video latent from the Stable Video Sampler."),
                 io.Int.Input("frames_per_chunk", default=0, min=0, max=MAX_FRAMES,
-                             tooltip=f"Frames decoded together by the temporal decoder. 0 = the reference's "
-                                     f"{REFERENCE_DECODE_CHUNK}. Fixed, never chosen from free memory: "
-                                     "another value gives (slightly) different frames."),
+                             tooltip="Frames decoded together by the temporal decoder. 0 = the loaded model's preset: "
+                                     f"the reference's {_REF.decode_chunk_size} (SVD, SVD-XT), {_LCM.decode_chunk_size} for "
+                                     "AnimateLCM-SVD-xt. "
+                                     "Fixed, never chosen from free memory: another value gives (slightly) different "
+                                     "frames."),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="Frames [B*T, H, W, 3], video after video."),
                      io.Video.Output(display_name="video",
@@ -486,13 +462,13 @@ class StableVideoDecode(io.ComfyNode):
     @classmethod
     def execute(cls, vae: ModelHandle, latent: dict[str, Any], frames_per_chunk: int) -> io.NodeOutput:
         z = latent_to_video(latent, "latent") * vae.config.vae.scale_factor  # (B, T, 4, h, w) diffusion space
-        chunk = svd_core.decode_chunk(frames_per_chunk or None, z.shape[1])  # 0: the reference's 14
         f = vae.config.vae.downscale
-        need = memory.decode_bytes(vae.config.vae, chunk, z.shape[-2] * f, z.shape[-1] * f, compute_dtype(vae.module))
+        request = VideoRequest.build(vae.config, width=z.shape[-1] * f, height=z.shape[-2] * f, num_frames=z.shape[1],
+                                     decode_chunk_size=frames_per_chunk or None, loop=bool(latent.get(LOOP_KEY)))
+        need = memory.decode_bytes(vae.config.vae, request.decode_chunk_size, request.height, request.width,
+                                   compute_dtype(vae.module))
         mm.load_models_gpu([vae.patcher], memory_required=need)  # e.g. the UNet is offloaded first if needed
-        frames = svd_core.decode_latents(vae.module, z, decode_chunk_size=chunk)
-        if latent.get(LOOP_KEY):  # a seamless loop: its last frame is its first again
-            frames = frames[:, :-1]
+        frames = flow.decode(vae.module, request, z)  # a loop's repeated last frame dropped
         images = frames_to_image(frames).to(mm.intermediate_device())
         return io.NodeOutput(images, _video(images, latent_fps(latent)))
 
@@ -500,4 +476,4 @@ class StableVideoDecode(io.ComfyNode):
 NODES: list[type[io.ComfyNode]] = [
     StableVideoCheckpointLoader, StableVideoConditioning, StableVideoEmptyLatent, StableVideoSampler, StableVideoDecode,
 ]
-__all__ = ["FRAMES_KEY", "NODES"] + [n.__name__ for n in NODES]
+__all__ = ["NODES"] + [n.__name__ for n in NODES]

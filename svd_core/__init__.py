@@ -1,39 +1,44 @@
 """svd_core: Stable Video Diffusion (SVD, SVD-XT, SVD-XT 1.1) in plain PyTorch, exact to the reference
-implementation (Stability-AI/generative-models). No ComfyUI import anywhere in this package."""
+implementation (Stability-AI/generative-models). No ComfyUI import anywhere in this package.
+
+The parts, each importing only those listed after it:
+- app/        the programs: command line, one request to one video file, the Ray batch job;
+- video/      the video flow: a request, conditioning, sampling (plain, keyframes, loops), decoding, extend;
+- weights/    files to models: read and validate, detect the layout, rename, build; random weights;
+- nets/       the networks (UNet, image encoder, VAE), their attribute names mirroring the checkpoint keys;
+- diffusion/  EDM preconditioning, schedules and samplers, per-frame guidance;
+- config.py, checks.py, seeds.py, memory.py, speed.py, image_ops.py, resize.py: small and shared.
+"""
 from __future__ import annotations
 
 from . import moved
-
 from .config import PRESETS, SamplingConfig, SVDConfig
 from .diffusion.guidance import GUIDANCE_SCHEDULES, guidance_scales
+from .diffusion.sampling import karras_sigmas, lcm_sigmas
 from .nets.image_encoder import ImageEncoder, ImageEncoderConfig
 from .nets.pieces import Plan, use_plan
-from .weights.load import CheckpointError, load_models
-from .weights.models import SVDModels, build_models
-from .video.pipeline import (
-    SAMPLER_NAMES,
-    Conditioning,
-    HeldFrames,
-    decode_chunk,
-    decode_latents,
-    embed_vector,
-    encode_conditioning,
-    sample_video,
-    video_seeds,
-)
-from .video.extend import extend
-from .video.generate import generate
-from .video.keyframes import Keyframes, encode_keyframes, sample_keyframes
-from .diffusion.sampling import karras_sigmas, lcm_sigmas
-from .weights.random_weights import randomize_, save_random_checkpoint
 from .nets.unet import UNet, UNetConfig
 from .nets.vae import VAE, VAEConfig
+from .seeds import VideoNoise, video_seeds
+from .video.conditioning import Conditioning, Keyframes, embed_vector, encode_conditioning, encode_keyframes
+from .video.decode import decode_chunk, decode_latents
+from .video.extend import extend
+from .video.flow import make_video
+from .video.generate import generate
+from .video.keyframes import sample_keyframes
+from .video.request import VideoRequest
+from .video.sample import SAMPLER_NAMES, HeldFrames, sample_video
+from .weights.load import CheckpointError, load_models
+from .weights.models import SVDModels, build_models
+from .weights.random_weights import random_models, randomize_, save_random_checkpoint
 
 __all__ = [
-    "PRESETS", "SamplingConfig", "SVDConfig", "GUIDANCE_SCHEDULES", "guidance_scales", "ImageEncoder",
-    "ImageEncoderConfig", "CheckpointError", "SVDModels", "build_models", "load_models", "SAMPLER_NAMES",
-    "Conditioning", "HeldFrames", "decode_chunk", "decode_latents", "embed_vector", "encode_conditioning", "generate", "karras_sigmas", "lcm_sigmas",
-    "sample_video", "video_seeds", "Keyframes", "encode_keyframes", "sample_keyframes", "extend", "Plan", "use_plan", "randomize_", "save_random_checkpoint", "UNet", "UNetConfig", "VAE", "VAEConfig",
+    "PRESETS", "SamplingConfig", "SVDConfig", "GUIDANCE_SCHEDULES", "guidance_scales", "karras_sigmas",
+    "lcm_sigmas", "ImageEncoder", "ImageEncoderConfig", "Plan", "use_plan", "UNet", "UNetConfig", "VAE",
+    "VAEConfig", "VideoNoise", "video_seeds", "Conditioning", "Keyframes", "embed_vector", "encode_conditioning",
+    "encode_keyframes", "decode_chunk", "decode_latents", "extend", "make_video", "generate", "sample_keyframes",
+    "VideoRequest", "SAMPLER_NAMES", "HeldFrames", "sample_video", "CheckpointError", "load_models", "SVDModels",
+    "build_models", "random_models", "randomize_", "save_random_checkpoint",
 ]
 
 moved.install()

@@ -74,7 +74,7 @@ def test_decode_chunk_below_one_is_refused_and_above_the_frames_clamped(inputs):
 
 
 def test_cli_video_is_generates_video_for_its_seed(inputs):
-    """The command line gives, frame for frame, what svd_core.video.generate gives for the same image and seed
+    """The command line gives, frame for frame, what svd_core.generate gives for the same image and seed
     (an animated PNG keeps every frame losslessly, rounded to 8 bits)."""
     import torch
 

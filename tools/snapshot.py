@@ -68,7 +68,7 @@ def core_cases() -> dict[str, Callable[[], Any]]:
             1, 4, 4, 8, 8, generator=torch.Generator().manual_seed(9))),
         "generate_end_image": lambda: svd_core.generate(models, images, seed=12, end_image=ends, num_steps=2),
         "generate_end_image_fitted": lambda: svd_core.generate(models, images[:1], seed=13, num_steps=2,
-                                                               end_image=torch.rand(1, 3, 96, 80)),
+                                                               end_image=torch.rand(1, 3, 96, 80, generator=torch.Generator().manual_seed(22))),
         "generate_loop": lambda: svd_core.generate(models, images, seed=14, loop=True, num_frames=5, num_steps=2),
         "generate_lcm": lambda: svd_core.generate(lcm, images, seed=15),
         "extend_pixels": lambda: svd_core.extend(models, first, num_frames=4, overlap=2, num_clips=2, seed=16),
@@ -119,7 +119,10 @@ def node_cases(tmp: Path) -> dict[str, Callable[[], Any]]:
     if not hostenv.HAVE_COMFY:
         log.warning("%s: node cases left out", hostenv.SKIP_REASON)
         return {}
-    comfy_nodes = hostenv.start_inprocess_host(tmp / "host")
+    root = tmp / "host"
+    comfy_nodes = hostenv.start_inprocess_host(root)
+    hostenv.write_svd_checkpoint(root / "checkpoints" / hostenv.SVD_CKPT)
+    hostenv.write_lcm_unet(root / "diffusion_models" / hostenv.LCM_UNET)
     nodes = comfy_nodes.NODE_CLASS_MAPPINGS
     images = torch.rand(2, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(30))
     ends = torch.rand(1, 48, 80, 3, generator=torch.Generator().manual_seed(31))
@@ -135,7 +138,21 @@ def node_cases(tmp: Path) -> dict[str, Callable[[], Any]]:
             latent=base["latent"], frames=4, overlap=2, clips=2, seed=7, steps=2, min_cfg=1.5, max_cfg=3.0, fps=7,
             motion_bucket_id=127, cond_aug=0.02, color_anchor=True, frames_per_chunk=0).result[0]
 
+    def lcm() -> Any:
+        model, clip, vae = nodes["StableVideoCheckpointLoader"].execute(
+            ckpt_name=hostenv.SVD_CKPT, weight_dtype="fp32", unet_name=hostenv.LCM_UNET).result
+        pos, neg = nodes["StableVideoConditioning"].execute(
+            clip_vision=clip, vae=vae, image=images[:1], width=SIZE, height=SIZE, resize_mode="crop", fps=7,
+            motion_bucket_id=80, cond_aug=0.02, seed=8).result
+        (latent,) = nodes["StableVideoEmptyLatent"].execute(width=SIZE, height=SIZE, frames=6, batch_size=1).result
+        (z,) = nodes["StableVideoSampler"].execute(
+            model=model, positive=pos, negative=neg, latent=latent, seed=9, steps=4, min_cfg=1.0, max_cfg=1.2,
+            guidance="linear", sampler="lcm", sigma_min=0.002, sigma_max=700.0, rho=7.0, denoise=1.0).result
+        frames = nodes["StableVideoDecode"].execute(vae=vae, latent=z, frames_per_chunk=0).result[0]
+        return {"latent": z["samples"], "frames": frames}
+
     return {
+        "nodes_lcm": lcm,
         "nodes_plain": lambda: videos(cond_seed=1, sample_seed=2),
         "nodes_pick": lambda: videos(cond_seed=1, sample_seed=2, videos=3, pick=2),
         "nodes_end_image": lambda: videos(cond_seed=3, sample_seed=4, end_image=ends),

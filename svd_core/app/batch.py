@@ -1,10 +1,10 @@
 """Many videos on many workers: a Ray Data batch job whose workers keep the models resident.
 
     python -m svd_core batch --checkpoint svd_xt_1_1.safetensors --images 'stills/*.png' --output videos/
-    svd_core.app.batch.run(checkpoint, "stills/*.png", "videos/", workers=2)
+    svd_core.batch.run(checkpoint, "stills/*.png", "videos/", workers=2)
 
 The inputs are sorted; image i gets seed + i and the video `<output>/<its stem>.<format>`, made by the
-command line's own `render` (cli.py), so each video is the one `python -m svd_core generate` makes from
+command line's own `render` (render.py), so each video is the one `python -m svd_core generate` makes from
 that image and seed on the same kind of device with the same number of CPU threads (CPU results depend on
 it in the last bits). Ray Data reads the files (`read_binary_files`) and feeds them, one image a batch, to
 a pool of actors (`map_batches` with a callable class): each loads the models once and keeps them. The
@@ -22,6 +22,7 @@ driver streams the results: one log line per finished video and one line of `<ou
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import io
 import json
@@ -30,17 +31,18 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from .cli import VIDEO_SUFFIXES
-from ..video.pipeline import video_seeds
+from ..seeds import video_seeds
+from ..video.request import VideoRequest
+from .render import VIDEO_SUFFIXES, RenderOptions, file_fps, open_models, option_errors, render, request_for
 
-log = logging.getLogger("svd_core.app.batch")
+log = logging.getLogger("svd_core.batch")
 
 MANIFEST = "results.jsonl"
 FORMATS = tuple(suffix.lstrip(".") for suffix in VIDEO_SUFFIXES)  # what the command line writes
@@ -90,28 +92,25 @@ def check_output(output: Path) -> None:
 class VideoWorker:
     """A Ray Data actor: loads the models once, then turns each row (an image file's bytes) into its video."""
 
-    def __init__(self, args: argparse.Namespace, jobs: dict[str, Job], threads: int, device: str) -> None:
+    def __init__(self, options: RenderOptions, jobs: dict[str, Job], threads: int, device: str) -> None:
         import torch
 
-        from .cli import open_models, settings_for
-
         torch.set_num_threads(threads)
-        self.args, self.jobs = args, jobs
-        self.models = open_models(args, torch.device(device))
-        self.settings = settings_for(self.models, args)
+        self.options, self.jobs = options, jobs
+        self.models = open_models(options, torch.device(device))
+        self.fps = file_fps(self.models, options)
+        request_for(self.models, options, seed=0)  # refuse what no image can make before the first one
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        from .cli import render
-
         rows: dict[str, list[Any]] = {"row": []}
         for path, data in zip(batch["path"], batch["bytes"]):
             job = self.jobs[os.path.realpath(str(path))]
+            request = request_for(self.models, self.options, seed=job.seed)
             row: dict[str, Any] = {"input": job.image, "output": job.output, "seed": job.seed,
-                                   "settings": asdict(self.settings)}
+                                   "settings": settings_of(request, self.fps)}
             t0 = time.monotonic()
             try:
-                frames = render(self.models, self.settings, io.BytesIO(bytes(data)), Path(job.output), seed=job.seed,
-                                decode_chunk_size=self.args.decode_chunk_size)
+                frames = render(self.models, request, io.BytesIO(bytes(data)), Path(job.output), fps=self.fps)
                 row.update(status="ok", frames=frames)
             except UnidentifiedImageError:
                 row.update(status="error", error=f"'{job.image}' is not an image Pillow can read")
@@ -122,36 +121,69 @@ class VideoWorker:
         return rows
 
 
-def _threads(args: argparse.Namespace) -> int:
-    if args.threads_per_worker is not None:
-        return int(args.threads_per_worker)
-    return 1 if args.gpus_per_worker > 0 else max(1, (os.cpu_count() or 1) // args.workers)
+def settings_of(request: VideoRequest, fps: int) -> dict[str, Any]:
+    """The manifest's `settings` of a video: what it was made with, every default resolved."""
+    r = request
+    return {"preset": r.preset, "width": r.width, "height": r.height, "frames": r.num_frames, "steps": r.num_steps,
+            "fps": fps, "fps_id": r.fps_id, "motion_bucket_id": r.motion_bucket_id, "cond_aug": r.cond_aug,
+            "min_cfg": r.min_cfg, "max_cfg": r.max_cfg, "guidance": r.guidance, "sampler": r.sampler,
+            "resize": r.resize_mode, "loop": r.loop}
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """The batch job's own options (the videos' are RenderOptions)."""
+
+    images: str  # a glob of input images
+    output: Path  # the folder for the videos and results.jsonl
+    format: str = "webp"
+    seed: int = 0  # image i of the sorted inputs gets seed + i
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    threads_per_worker: int | None = None
+    address: str | None = None  # a Ray cluster to join; None starts a local one
+
+    @classmethod
+    def of(cls, values: Any) -> BatchOptions:
+        """The options among an object's attributes (an argparse namespace)."""
+        return cls(**{f.name: getattr(values, f.name) for f in dataclasses.fields(cls)})
+
+    def threads(self) -> int:
+        """CPU threads of each worker: as given, else 1 with GPUs, else this machine's cores / workers."""
+        if self.threads_per_worker is not None:
+            return int(self.threads_per_worker)
+        return 1 if self.gpus_per_worker > 0 else max(1, (os.cpu_count() or 1) // self.workers)
 
 
 def run_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The command line's batch: check every option, then run the pool; returns the new manifest rows."""
-    if args.workers < 1:
-        raise BatchError(f"--workers must be at least 1, got {args.workers}")
-    if args.gpus_per_worker < 0:
-        raise BatchError(f"--gpus-per-worker must be at least 0, got {args.gpus_per_worker}")
-    if args.threads_per_worker is not None and args.threads_per_worker < 1:
-        raise BatchError(f"--threads-per-worker must be at least 1, got {args.threads_per_worker}")
-    if not args.checkpoint.exists():
-        raise BatchError(f"--checkpoint '{args.checkpoint}' does not exist")
-    if args.unet is not None and not args.unet.exists():
-        raise BatchError(f"--unet '{args.unet}' does not exist")
-    output = Path(args.output)
-    jobs = plan(args.images, output, args.format, args.seed)
+    """The command line's batch (its options already checked by option_errors)."""
+    return run_job(RenderOptions.of(args), BatchOptions.of(args))
+
+
+def run_job(options: RenderOptions, job: BatchOptions) -> list[dict[str, Any]]:
+    """Check every option, then run the pool; returns the new manifest rows."""
+    if job.workers < 1:
+        raise BatchError(f"--workers must be at least 1, got {job.workers}")
+    if job.gpus_per_worker < 0:
+        raise BatchError(f"--gpus-per-worker must be at least 0, got {job.gpus_per_worker}")
+    if job.threads_per_worker is not None and job.threads_per_worker < 1:
+        raise BatchError(f"--threads-per-worker must be at least 1, got {job.threads_per_worker}")
+    if not Path(options.checkpoint).exists():
+        raise BatchError(f"--checkpoint '{options.checkpoint}' does not exist")
+    if options.unet is not None and not Path(options.unet).exists():
+        raise BatchError(f"--unet '{options.unet}' does not exist")
+    output = Path(job.output)
+    jobs = plan(job.images, output, job.format, job.seed)
     check_output(output)
     todo = [j for j in jobs if not os.path.exists(j.output)]
     if len(todo) < len(jobs):
         log.info("%d of %d videos already exist in '%s': skipped", len(jobs) - len(todo), len(jobs), output)
     if not todo:
         return []
-    return list(_run_pool(args, todo, output))
+    return list(_run_pool(options, job, todo, output))
 
 
-def _run_pool(args: argparse.Namespace, todo: list[Job], output: Path) -> Iterator[dict[str, Any]]:
+def _run_pool(options: RenderOptions, job: BatchOptions, todo: list[Job], output: Path) -> Iterator[dict[str, Any]]:
     try:
         import ray
     except ImportError as e:
@@ -160,17 +192,17 @@ def _run_pool(args: argparse.Namespace, todo: list[Job], output: Path) -> Iterat
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=args.address, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=job.address, logging_level=logging.WARNING, log_to_driver=False)
     try:
-        threads = _threads(args)
-        device = "cuda" if args.gpus_per_worker > 0 else "cpu"
+        threads = job.threads()
+        device = "cuda" if job.gpus_per_worker > 0 else "cpu"
         jobs = {os.path.realpath(j.image): j for j in todo}
         # reading only moves bytes: it reserves no CPU, so it never waits behind workers that hold them all
         ds = ray.data.read_binary_files([j.image for j in todo], include_paths=True, num_cpus=0)
         ds = ds.map_batches(
-            VideoWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=args.workers), num_cpus=threads,
-            num_gpus=args.gpus_per_worker,
-            fn_constructor_kwargs={"args": args, "jobs": jobs, "threads": threads, "device": device})
+            VideoWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=job.workers), num_cpus=threads,
+            num_gpus=job.gpus_per_worker,
+            fn_constructor_kwargs={"options": options, "jobs": jobs, "threads": threads, "device": device})
         done = 0
         with open(output / MANIFEST, "a", encoding="utf-8") as manifest:
             for item in ds.iter_rows():
@@ -193,27 +225,20 @@ def run(checkpoint: str | os.PathLike[str], images: str, output: str | os.PathLi
         seed: int = 0, workers: int = 1, gpus_per_worker: float = 0.0, threads_per_worker: int | None = None,
         address: str | None = None, **options: Any) -> list[dict[str, Any]]:
     """The batch job from Python: `options` are the command line's generate options by their Python names
-    (num_frames is `frames`, e.g. run(..., frames=14, steps=25, width=1024, height=576)). Returns the new
-    manifest rows (also appended to `<output>/results.jsonl`)."""
-    from .cli import _parser
-
-    base = _parser().parse_args(["batch", "--checkpoint", str(checkpoint), "--images", images, "--output", str(output)])
-    unknown = sorted(set(options) - set(vars(base)))
+    (`RenderOptions`: num_frames is `frames`, e.g. run(..., frames=14, steps=25, width=1024, height=576)). Returns
+    the new manifest rows (also appended to `<output>/results.jsonl`)."""
+    known = set(RenderOptions.names()) - {"checkpoint"}
+    unknown = sorted(set(options) - known)
     if unknown:
-        raise BatchError(f"unknown option(s) {unknown}; expected some of {sorted(vars(base))}")
-    args = replace_namespace(base, checkpoint=Path(checkpoint), output=Path(output), format=fmt, seed=seed,
-                             workers=workers, gpus_per_worker=gpus_per_worker, threads_per_worker=threads_per_worker,
-                             address=address, **options)
-    from .cli import option_errors
-
-    errors = option_errors(args)
+        raise BatchError(f"unknown option(s) {unknown}; expected some of {sorted(known)}")
+    render_options = RenderOptions(checkpoint=Path(checkpoint), **options)
+    errors = option_errors(render_options)
     if errors:
         raise BatchError("; ".join(errors))
-    return run_from_args(args)
+    return run_job(render_options, BatchOptions(images=images, output=Path(output), format=fmt, seed=seed,
+                                                workers=workers, gpus_per_worker=gpus_per_worker,
+                                                threads_per_worker=threads_per_worker, address=address))
 
 
-def replace_namespace(ns: argparse.Namespace, **changes: Any) -> argparse.Namespace:
-    return argparse.Namespace(**{**vars(ns), **changes})
-
-
-__all__ = ["BatchError", "Job", "VideoWorker", "check_output", "plan", "run", "run_from_args", "MANIFEST", "FORMATS"]
+__all__ = ["BatchError", "BatchOptions", "Job", "VideoWorker", "check_output", "plan", "run", "run_from_args", "run_job",
+           "MANIFEST", "FORMATS"]

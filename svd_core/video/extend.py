@@ -18,11 +18,12 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from .keyframes import clean_latents
+from ..seeds import VideoNoise
 from ..weights.models import SVDModels
-from .pipeline import (
-    HeldFrames, StepCallback, decode_chunk, decode_latents, encode_conditioning, sample_video, validate_image, video_generators, video_seeds,
-)
+from .conditioning import clean_latents
+from .flow import condition, decode, latent_shape, sample
+from .request import VideoRequest, validate_image
+from .sample import HeldFrames, StepCallback
 
 __all__ = ["DEFAULT_OVERLAP", "extend", "match_colour"]
 
@@ -73,8 +74,7 @@ def extend(
         raise ValueError(f"video must be (B, T, 3, H, W) in [0, 1], got {getattr(video, 'shape', type(video))}")
     b, t = video.shape[:2]
     validate_image(video[:, -1], "video")
-    s = models.config.sampling
-    num_frames = s.num_frames if num_frames is None else num_frames
+    num_frames = models.config.sampling.num_frames if num_frames is None else num_frames
     if num_frames < 2:
         raise ValueError(f"num_frames must be at least 2 to extend a video, got {num_frames}")
     if isinstance(overlap, bool) or not isinstance(overlap, int) or not 1 <= overlap < num_frames:
@@ -84,40 +84,35 @@ def extend(
         raise ValueError(f"overlap is {overlap} frames but the video has only {t}")
     if isinstance(num_clips, bool) or not isinstance(num_clips, int) or num_clips < 1:
         raise ValueError(f"num_clips must be at least 1, got {num_clips!r}")
-    chunk = decode_chunk(decode_chunk_size, num_frames, default=s.decode_chunk_size)
-    s = s.overridden(num_steps=num_steps, fps_id=fps_id, motion_bucket_id=motion_bucket_id, cond_aug=cond_aug,
-                     min_cfg=min_cfg, max_cfg=max_cfg, sampler=sampler)
-    num_steps, min_cfg, max_cfg, sampler = s.num_steps, s.min_cfg, s.max_cfg, s.sampler
-    fps_id, motion_bucket_id, cond_aug = s.fps_id, s.motion_bucket_id, s.cond_aug
-
-    f = models.vae.config.downscale
-    h, w = video.shape[-2] // f, video.shape[-1] // f
-    c = models.vae.config.latent_channels
+    request = VideoRequest.build(
+        models.config, width=video.shape[-1], height=video.shape[-2], num_frames=num_frames, num_steps=num_steps,
+        fps_id=fps_id, motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, min_cfg=min_cfg, max_cfg=max_cfg,
+        guidance=guidance, sampler=sampler, decode_chunk_size=decode_chunk_size, seed=seed)
+    shape = latent_shape(models.vae, request)  # (T, C, h, w) of one clip
     if video_latents is not None:
-        if video_latents.ndim != 5 or tuple(video_latents.shape[0:1] + video_latents.shape[2:]) != (b, c, h, w) \
+        if video_latents.ndim != 5 or tuple(video_latents.shape[0:1] + video_latents.shape[2:]) != (b, *shape[1:]) \
                 or video_latents.shape[1] < overlap:
-            raise ValueError(f"video_latents must be (B={b}, T >= overlap={overlap}, {c}, {h}, {w}), "
+            raise ValueError(f"video_latents must be (B={b}, T >= overlap={overlap}, {', '.join(map(str, shape[1:]))}), "
                              f"got {tuple(video_latents.shape)}")
         last = video_latents[:, -overlap:].float()
     else:
         last = rearrange(clean_latents(models.vae, rearrange(video[:, -overlap:].float(), "b t c h w -> (b t) c h w")),
                          "(b t) c h w -> b t c h w", b=b)
-    gens = video_generators(video_seeds(seed, b))
+    video_noise = VideoNoise.for_batch(seed, b)
     out = video.float()
     for k in range(num_clips):
-        noise = torch.stack([torch.randn((num_frames, c, h, w), generator=g, dtype=torch.float32) for g in gens])
-        aug = torch.stack([torch.randn(tuple(video.shape[2:]), generator=g, dtype=torch.float32) for g in gens])
-        positive, negative = encode_conditioning(models.image_encoder, models.vae, out[:, -1], fps_id=fps_id,
-                                                 motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, aug_noise=aug)
+        start = video_noise.start(latent=shape, image=tuple(video.shape[2:]))  # per clip: latent, then augmentation
+        assert start.latent is not None
+        frame = out[:, -1]
+        positive, negative = condition(models.image_encoder, models.vae, request, frame, None, start)
 
         def on_step(step: int, total: int, denoised: Tensor, k: int = k) -> None:
             if callback is not None:
                 callback(k * total + step, num_clips * total, denoised)
 
-        z = sample_video(models.unet, positive, negative, noise, num_steps=num_steps, min_cfg=min_cfg, max_cfg=max_cfg,
-                         guidance=guidance, sampler=sampler, sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho,
-                         generator=gens, callback=on_step, hold=HeldFrames(tuple(range(overlap)), last.to(noise)))
-        new = decode_latents(models.vae, z, decode_chunk_size=chunk)[:, overlap:]
+        z = sample(models.unet, request, positive, negative, start.latent, video_noise, callback=on_step,
+                   hold=HeldFrames(tuple(range(overlap)), last.to(start.latent)))
+        new = decode(models.vae, request, z)[:, overlap:]
         if color_anchor:
             new = match_colour(new, video.float())
         out = torch.cat([out, new.to(out)], dim=1)

@@ -1,28 +1,22 @@
-"""The one-call paths: image(s) to video(s), a first to a last frame, seamless loops.
+"""The one-call path: image(s) to video(s), plain, from a first to a last frame, or a seamless loop.
 
-`generate` draws every random number of a video from that video's own CPU generator (seed + i for video
-i), then runs the pipeline's parts (pipeline.py) or, with an end image or `loop`, the bidirectional
-keyframe sampler (keyframes.py).
+`generate` turns its arguments into a request (request.py: the preset's defaults, the flow's rules) and hands
+it to the video flow (flow.make_video), which draws every random number of a video from that video's own CPU
+generator (seeds.py).
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from ..image_ops import fit_image
-from .keyframes import VIBID_STEPS, encode_keyframes, sample_keyframes
-from ..weights.models import SVDModels
 from ..speed import compile_models
-from .pipeline import (
-    StepCallback, decode_chunk, decode_latents, encode_conditioning, sample_video, validate_image, video_generators, video_seeds,
-)
+from ..weights.models import SVDModels
+from .flow import make_video
+from .request import VideoRequest, validate_image
+from .sample import StepCallback
 
 __all__ = ["generate"]
-
-log = logging.getLogger(__name__)
 
 
 def generate(
@@ -70,64 +64,13 @@ def generate(
     apply to end_image or loop.
     """
     validate_image(image)
-    if compile:
-        compile_models(models)
-    keyframed = end_image is not None or loop
-    if end_image is not None and loop:
-        raise ValueError("end_image and loop exclude each other: a loop ends on its own first frame")
-    if keyframed and models.config.sampling.sampler != "euler":
-        log.warning("end_image / loop use the keyframe sampler (ViBiD, %d Karras steps by default), made for SVD's "
-                    "own UNet; the %s preset's %s sampler does not apply", VIBID_STEPS, models.config.name,
-                    models.config.sampling.sampler)
-    if keyframed and cfg_parallel is not None:
-        raise ValueError("cfg_parallel splits the guided sampler's UNet calls; the keyframe sampler of end_image / "
-                         "loop runs in one process: leave cfg_parallel unset")
-    s = models.config.sampling.overridden(
-        num_frames=num_frames, num_steps=VIBID_STEPS if keyframed and num_steps is None else num_steps,
-        min_cfg=min_cfg, max_cfg=max_cfg, sampler=sampler, fps_id=fps_id, motion_bucket_id=motion_bucket_id,
-        cond_aug=cond_aug)
-    num_frames, num_steps, min_cfg, max_cfg, sampler = s.num_frames, s.num_steps, s.min_cfg, s.max_cfg, s.sampler
-    fps_id, motion_bucket_id, cond_aug = s.fps_id, s.motion_bucket_id, s.cond_aug
-    if num_frames < (3 if loop else 2 if keyframed else 1):
-        raise ValueError(f"num_frames must be at least {3 if loop else 2 if keyframed else 1}"
-                         f"{' for a loop' if loop else ' between two keyframes' if keyframed else ''}, got {num_frames}")
-    # checked before any work; the preset's chunk (the reference's 14) is clamped to short videos quietly
-    chunk = decode_chunk(decode_chunk_size, num_frames, default=s.decode_chunk_size)
-    b, _, h, w = image.shape
     if end_image is not None:
         validate_image(end_image, "end_image", check_size=False)
-        if end_image.shape[0] not in (1, b):
-            raise ValueError(f"end_image holds {end_image.shape[0]} images for {b} start images; give 1 or {b}")
-        if end_image.shape[-2:] != image.shape[-2:]:
-            end_image = fit_image(end_image, w, h, resize_mode)
-        end_image = end_image.expand(b, -1, -1, -1)
-    f = models.vae.config.downscale
-    shape = (b, num_frames, models.vae.config.latent_channels, h // f, w // f)
-    # one CPU generator per video, seeded seed + i: video i is the video its image gives alone with seed + i
-    gens = video_generators(video_seeds(seed, b))
-    drawn = torch.stack([torch.randn(shape[1:], generator=g, dtype=torch.float32) for g in gens])
-    aug_noise = torch.stack([torch.randn(tuple(image.shape[1:]), generator=g, dtype=torch.float32) for g in gens])
-    if noise is not None:
-        if tuple(noise.shape) != shape:
-            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
-        drawn = noise.to(torch.float32)
-    positive, negative = encode_conditioning(
-        models.image_encoder, models.vae, image,
-        fps_id=fps_id, motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, aug_noise=aug_noise,
-    )
-    if not keyframed:
-        z = sample_video(
-            models.unet, positive, negative, drawn,
-            num_steps=num_steps, min_cfg=min_cfg, max_cfg=max_cfg, guidance=guidance, sampler=sampler,
-            sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho, generator=gens, callback=callback,
-            cfg_parallel=cfg_parallel,
-        )
-        return decode_latents(models.vae, z, decode_chunk_size=chunk)
-    last = image if end_image is None else end_image
-    end_aug = torch.stack([torch.randn(tuple(image.shape[1:]), generator=g, dtype=torch.float32) for g in gens])
-    keyframes = encode_keyframes(models.image_encoder, models.vae, image, last, fps_id=fps_id,
-                                 motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, end_aug_noise=end_aug, loop=loop)
-    z = sample_keyframes(models.unet, positive, negative, keyframes, drawn, num_steps=num_steps,
-                         sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho, generators=gens, callback=callback)
-    video = decode_latents(models.vae, z, decode_chunk_size=chunk)
-    return video[:, :-1] if loop else video
+    request = VideoRequest.build(
+        models.config, width=image.shape[-1], height=image.shape[-2], num_frames=num_frames, num_steps=num_steps,
+        fps_id=fps_id, motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, min_cfg=min_cfg, max_cfg=max_cfg,
+        guidance=guidance, sampler=sampler, decode_chunk_size=decode_chunk_size, resize_mode=resize_mode, seed=seed,
+        end_image=end_image is not None, loop=loop)
+    if compile:
+        compile_models(models)
+    return make_video(models, request, image, end_image, noise=noise, callback=callback, cfg_parallel=cfg_parallel)

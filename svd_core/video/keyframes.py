@@ -27,72 +27,24 @@ after decoding, so the video plays round without a repeated frame (num_frames - 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 
 import torch
 from einops import rearrange
 from torch import Tensor
 
 from ..diffusion.guidance import GuidedDenoiser, guidance_scales
-from ..nets.image_encoder import ImageEncoder
-from ..nets.layers import compute_dtype, execution_device
-from .pipeline import Conditioning, StepCallback, encode_conditioning, guided_denoiser, video_noise_sampler
+from ..nets.layers import execution_device
+from ..seeds import VideoNoise
+from .conditioning import Conditioning, Keyframes
+from .sample import StepCallback, guided_denoiser
 from ..diffusion.sampling import RHO, SIGMA_MAX, SIGMA_MIN, NoiseSampler, initial_noise_scale, karras_sigmas
 from ..nets.unet import UNet
-from ..nets.vae import VAE
 
-__all__ = ["VIBID_STEPS", "VIBID_CFG", "VIBID_CFG_FLIP", "Keyframes", "clean_latents", "encode_keyframes",
-           "sample_vibid", "sample_keyframes"]
+__all__ = ["VIBID_STEPS", "VIBID_CFG", "VIBID_CFG_FLIP", "sample_vibid", "sample_keyframes"]
 
 VIBID_STEPS = 25  # vibidsampler.py sample(): num_steps default for svd_xt
 VIBID_CFG = 1.0  # vibidsampler.py sample(): cfg_scale
 VIBID_CFG_FLIP = 1.0  # vibidsampler.py sample(): cfg_scale_flip
-
-
-@dataclass(frozen=True)
-class Keyframes:
-    """The last frame's side of a first-to-last-frame video: the conditioning on the last frame, and the
-    clean latents of both ends (B, C, h, w), in the sampler's space (VAE posterior mean x scale factor)."""
-
-    end_positive: Conditioning
-    end_negative: Conditioning
-    start_latent: Tensor
-    end_latent: Tensor
-    loop: bool = False  # the last frame is the first: drop it after decoding
-
-    @property
-    def batch_size(self) -> int:
-        return self.end_positive.batch_size
-
-    def to(self, device: torch.device | str | None = None) -> "Keyframes":
-        return replace(self, end_positive=self.end_positive.to(device), end_negative=self.end_negative.to(device),
-                       start_latent=self.start_latent.to(device), end_latent=self.end_latent.to(device))
-
-    def select(self, index: list[int]) -> "Keyframes":
-        """The keyframes of the videos `index` (repeating one for several videos)."""
-        return replace(self, end_positive=self.end_positive.select(index), end_negative=self.end_negative.select(index),
-                       start_latent=self.start_latent[index], end_latent=self.end_latent[index])
-
-
-def clean_latents(vae: VAE, frames: Tensor) -> Tensor:
-    """Frames (N, 3, H, W) in [0, 1] -> their latents (N, C, h, w) in the sampler's space: the VAE's
-    posterior mean of the frame in [-1, 1], times the scale factor, float32. No augmentation noise."""
-    with torch.inference_mode():
-        z = vae.encode((frames.to(execution_device(vae), torch.float32) * 2.0 - 1.0).to(compute_dtype(vae)))
-    return z.float() * vae.config.scale_factor
-
-
-def encode_keyframes(image_encoder: ImageEncoder, vae: VAE, image: Tensor, end_image: Tensor, *, fps_id: int,
-                     motion_bucket_id: int, cond_aug: float, end_aug_noise: Tensor | None = None,
-                     loop: bool = False) -> Keyframes:
-    """Keyframes for B first frames `image` and B last frames `end_image` (B, 3, H, W) in [0, 1]: the last
-    frames are conditioned on like a start image (CLIP embedding, augmented latent, micro-conditioning)."""
-    if end_image.shape != image.shape:
-        raise ValueError(f"end_image has shape {tuple(end_image.shape)}; expected the image's {tuple(image.shape)} "
-                         "(fit it first, e.g. with svd_core.image_ops.fit_image)")
-    end_pos, end_neg = encode_conditioning(image_encoder, vae, end_image, fps_id=fps_id, motion_bucket_id=motion_bucket_id,
-                                           cond_aug=cond_aug, aug_noise=end_aug_noise)
-    return Keyframes(end_pos, end_neg, clean_latents(vae, image), clean_latents(vae, end_image), loop)
 
 
 def _with_last_frame(d: Tensor, known: Tensor, t: int) -> Tensor:
@@ -189,6 +141,6 @@ def sample_keyframes(
 
     with torch.inference_mode():
         out = sample_vibid(first, last, x, sigmas, first_latent=keyframes.start_latent.to(device),
-                           last_latent=keyframes.end_latent.to(device), noise_sampler=video_noise_sampler(gens, t),
+                           last_latent=keyframes.end_latent.to(device), noise_sampler=VideoNoise.of(gens).sampler(t),
                            callback=on_step)
     return rearrange(out, "(b t) c h w -> b t c h w", t=t)
