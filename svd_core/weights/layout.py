@@ -1,8 +1,10 @@
 """Where each part of the model lives in the official single-file checkpoint.
 
 The one renaming table of this package for the single-file layout: our module names are the
-checkpoint's names with one prefix swapped (STYLE.md principle 6). Facts from
-tests/data/svd_xt_1_1.keys.json (every tensor name and shape of the official file) and scripts/sampling/configs/svd_xt_1_1.yaml:
+checkpoint's names with one prefix swapped, so loading is a strict load_state_dict. Facts from this
+repository's tests/data/svd_xt_1_1.keys.json (every tensor name and shape of the official file) and
+from the reference's config, scripts/sampling/configs/svd_xt_1_1.yaml in Stability-AI/generative-models
+(not in this repository):
 
 - `model.diffusion_model.*`: the spatio-temporal UNet (VideoUNet).
 - `conditioner.embedders.0.open_clip.model.visual.*`: the OpenCLIP ViT-H/14 image tower

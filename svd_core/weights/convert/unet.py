@@ -15,8 +15,8 @@ sub-table for what follows it. Ours -> diffusers:
     output_blocks.K.{1|2}.conv (end of level l > 0)   up_blocks.(L-1-l).upsamplers.0.conv
     out.{0,2}                               conv_norm_out, conv_out
 Inside a res-block: in_layers.{0,2} / emb_layers.1 / out_layers.{0,3} / skip_connection are
-spatial_res_block.{norm1, conv1, time_emb_proj, norm2, conv2, conv_shortcut}, the same under
-time_stack. are temporal_res_block.*; inside a transformer: time_stack. is
+spatial_res_block.{norm1, conv1, time_emb_proj, norm2, conv2, conv_shortcut}, and the same layers under
+time_stack. (which has no skip_connection) are temporal_res_block.*; inside a transformer: time_stack. is
 temporal_transformer_blocks., time_pos_embed.{0,2} is time_pos_embed.linear_{1,2}, the rest is
 named alike. Tensors are passed through as they are: no copies, no reshapes.
 """
