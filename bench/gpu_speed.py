@@ -33,7 +33,8 @@ from compare import add_gpu_bench_arguments, make_config  # noqa: E402
 import svd_core  # noqa: E402
 import svd_core.speed  # noqa: E402
 from svd_core.config import DTYPES  # noqa: E402
-from svd_core.video.pipeline import Conditioning, guided_denoiser  # noqa: E402
+from svd_core.video.conditioning import Conditioning  # noqa: E402
+from svd_core.video.sample import guided_denoiser  # noqa: E402
 
 log = logging.getLogger("gpu_speed")
 

@@ -23,8 +23,8 @@ from comfy_api.latest import io
 import svd_core
 from svd_core.nets.layers import compute_dtype
 
+from . import schema
 from .adapters import FPS_KEY, FRAMES_KEY, ModelHandle, fps_of
-from .svd_nodes import _REF, CATEGORY, SVDConditioning, SVDModel
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +89,16 @@ class StableVideoToCoreModel(io.ComfyNode):
         return io.Schema(
             node_id="StableVideoToCoreModel",
             display_name="Stable Video to Core Model (exact)",
-            category=CATEGORY,
+            category=schema.CATEGORY,
             description="Hands this pack's exact UNet and conditioning to core ComfyUI nodes: a core MODEL with "
                         "the semantics of core's SVD model (EDM v-prediction, sigmas 0.002 to 700), its positive "
                         "and negative CONDITIONING, and an empty LATENT. Core KSampler, SamplerCustomAdvanced, "
                         "VideoLinearCFGGuidance and context windows then run it. One video at a time.",
             inputs=[
-                SVDModel.Input("model", tooltip="Video UNet from the Stable Video checkpoint loader."),
-                SVDConditioning.Input("positive", tooltip="Positive conditioning from Stable Video Conditioning."),
-                SVDConditioning.Input("negative", tooltip="Negative conditioning from Stable Video Conditioning."),
-                io.Int.Input("frames", default=_REF.num_frames, min=1, max=1024,
-                             tooltip="Frames of the empty LATENT (SVD-XT: 25)."),
+                schema.SVDModel.Input("model", tooltip="Video UNet from the Stable Video checkpoint loader."),
+                schema.SVDConditioning.Input("positive", tooltip="Positive conditioning from Stable Video Conditioning."),
+                schema.SVDConditioning.Input("negative", tooltip="Negative conditioning from Stable Video Conditioning."),
+                schema.number("frames", schema.REFERENCE.num_frames, "Frames of the empty LATENT (SVD-XT: 25)."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="Core MODEL running this pack's UNet."),

@@ -17,12 +17,12 @@ from svd_core.video import flow
 from svd_core.video.extend import DEFAULT_OVERLAP
 from svd_core.video.request import VideoRequest
 
-from . import widgets
+from . import schema
 from .adapters import (
     FRAMES_KEY, ModelHandle, conditioning_errors, fps_to_fps_id, frames_to_image, image_to_bchw, latent_to_video,
     sampler_errors,
 )
-from .svd_nodes import _REF, CATEGORY, SVDClipVision, SVDModel, SVDVae, _raise_if, _step_callback
+from .svd_nodes import step_callback
 
 log = logging.getLogger(__name__)
 MAX_CLIPS = 64
@@ -34,15 +34,15 @@ class StableVideoExtend(io.ComfyNode):
         return io.Schema(
             node_id="StableVideoExtend",
             display_name="Stable Video Extend (exact)",
-            category=CATEGORY,
+            category=schema.CATEGORY,
             description="Continues a video by more clips. Each clip is conditioned on the video's last frame and "
                         "its first `overlap` latent frames are held to the video's last ones at every step, so the "
                         "motion carries across the seam; those frames are not repeated in the output. Returns the "
                         "whole video: the given frames, then the new ones.",
             inputs=[
-                SVDModel.Input("model", tooltip="Video UNet from the Stable Video checkpoint loader."),
-                SVDClipVision.Input("clip_vision", tooltip="Image encoder from the Stable Video checkpoint loader."),
-                SVDVae.Input("vae", tooltip="VAE from the Stable Video checkpoint loader."),
+                schema.SVDModel.Input("model", tooltip="Video UNet from the Stable Video checkpoint loader."),
+                schema.SVDClipVision.Input("clip_vision", tooltip="Image encoder from the Stable Video checkpoint loader."),
+                schema.SVDVae.Input("vae", tooltip="VAE from the Stable Video checkpoint loader."),
                 io.Image.Input("images", optional=True,
                                tooltip="The video so far, its frames (video after video when `latent` says how "
                                        "many frames each has). Give images, a latent, or both."),
@@ -53,28 +53,28 @@ class StableVideoExtend(io.ComfyNode):
                                 tooltip="The video's LATENT from the Stable Video Sampler: its last latents are held "
                                         "exactly (without it the frames are VAE-encoded). Decoded when no images "
                                         "are given."),
-                widgets.number("frames", _REF.num_frames, "Frames per new clip, the overlap included (SVD-XT: 25).",
+                schema.number("frames", schema.REFERENCE.num_frames, "Frames per new clip, the overlap included (SVD-XT: 25).",
                                low=2),
                 io.Int.Input("overlap", default=DEFAULT_OVERLAP, min=1, max=MAX_FRAMES - 1,
                              tooltip="Latent frames each clip shares with what precedes it: held to the video's "
                                      "last ones, then dropped. Must be smaller than frames."),
                 io.Int.Input("clips", default=1, min=1, max=MAX_CLIPS,
                              tooltip="How many clips to add, one after the other."),
-                widgets.seed("Seed; video i of a batch uses seed + i."),
-                widgets.number("steps", _REF.num_steps, "Sampling steps per clip (reference: 30 for SVD-XT)."),
-                widgets.number("min_cfg", _REF.min_cfg, "Guidance scale of each clip's first frame.", step=0.05),
-                widgets.number("max_cfg", _REF.max_cfg, "Guidance scale of each clip's last frame.", step=0.05),
-                widgets.number("fps", _REF.fps_id + 1, "Frames per second (the model sees fps - 1); keep the first "
+                schema.seed("Seed; video i of a batch uses seed + i."),
+                schema.number("steps", schema.REFERENCE.num_steps, "Sampling steps per clip (reference: 30 for SVD-XT)."),
+                schema.number("min_cfg", schema.REFERENCE.min_cfg, "Guidance scale of each clip's first frame.", step=0.05),
+                schema.number("max_cfg", schema.REFERENCE.max_cfg, "Guidance scale of each clip's last frame.", step=0.05),
+                schema.number("fps", schema.REFERENCE.fps_id + 1, "Frames per second (the model sees fps - 1); keep the first "
                                                         "clip's."),
-                widgets.number("motion_bucket_id", _REF.motion_bucket_id, "Amount of motion; keep the first clip's."),
-                widgets.number("cond_aug", _REF.cond_aug, "Noise added to each clip's conditioning frame (reference "
+                schema.number("motion_bucket_id", schema.REFERENCE.motion_bucket_id, "Amount of motion; keep the first clip's."),
+                schema.number("cond_aug", schema.REFERENCE.cond_aug, "Noise added to each clip's conditioning frame (reference "
                                                           "0.02).", step=0.001),
                 io.Boolean.Input("color_anchor", default=True,
                                  tooltip="Match each new clip's colour statistics (per channel mean and deviation) "
                                          "to the given video's, against drift over many clips."),
                 io.Int.Input("frames_per_chunk", default=0, min=0, max=MAX_FRAMES,
                              tooltip="Frames decoded together; 0 = the loaded model's preset (the reference's "
-                                     f"{_REF.decode_chunk_size} for SVD and SVD-XT)."),
+                                     f"{schema.REFERENCE.decode_chunk_size} for SVD and SVD-XT)."),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The whole video: given frames, then new ones.")],
         )
@@ -91,7 +91,7 @@ class StableVideoExtend(io.ComfyNode):
                 cond_aug: float, color_anchor: bool, frames_per_chunk: int, images: torch.Tensor | None = None,
                 latent: dict[str, Any] | None = None, video: Any = None) -> io.NodeOutput:
         s = model.config.sampling
-        _raise_if(sampler_errors(steps, min_cfg, max_cfg, s.sigma_min, s.sigma_max, s.rho, 1.0, sampler=s.sampler))
+        schema.raise_if(sampler_errors(steps, min_cfg, max_cfg, s.sigma_min, s.sigma_max, s.rho, 1.0, sampler=s.sampler))
         if overlap >= frames:
             raise ValueError(f"overlap must be smaller than frames, got overlap {overlap} with frames {frames}")
         if images is None and video is not None:
@@ -117,7 +117,7 @@ class StableVideoExtend(io.ComfyNode):
             mm.load_models_gpu([vae.patcher])
             video = flow.decode(vae.module, given, z * scale)
         b, t, _, height, width = video.shape
-        _raise_if([e for e in (check_size("width", width), check_size("height", height)) if e]
+        schema.raise_if([e for e in (check_size("width", width), check_size("height", height)) if e]
                   + conditioning_errors(width, height, fps, motion_bucket_id, cond_aug))
         if overlap > t:
             raise ValueError(f"overlap is {overlap} frames but the video has only {t}")
@@ -135,7 +135,7 @@ class StableVideoExtend(io.ComfyNode):
             parts, video, num_frames=frames, overlap=overlap, num_clips=clips, num_steps=steps, fps_id=fps_to_fps_id(fps),
             motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, min_cfg=min_cfg, max_cfg=max_cfg, seed=seed,
             color_anchor=color_anchor, video_latents=None if z is None else z * scale, decode_chunk_size=chunk,
-            callback=_step_callback(model.patcher.load_device, steps * clips))
+            callback=step_callback(model.patcher.load_device, steps * clips))
         return io.NodeOutput(frames_to_image(out).to(mm.intermediate_device()))
 
 

@@ -1,8 +1,9 @@
 """The pack's five ComfyUI nodes (V3 schema): thin adapters over svd_core.
 
-Each node validates its inputs, converts ComfyUI layouts (nodes/adapters.py), asks the host's model
-management to load the models it needs, calls one svd_core function and returns. Devices and dtypes
-come from `comfy.model_management`; results are moved to its intermediate device.
+Each node validates its inputs, converts ComfyUI layouts (nodes/adapters.py), translates its widgets into a
+svd_core.VideoRequest (the preset fills what the node has no widget for), asks the host's model management to load
+the models it needs, runs one stage of the video flow (svd_core/video/flow.py: condition, sample, decode) and
+returns. Devices and dtypes come from `comfy.model_management`; results are moved to its intermediate device.
 Node ids and type names are part of every saved workflow: never change them.
 """
 from __future__ import annotations
@@ -32,27 +33,15 @@ from svd_core.seeds import VideoNoise
 from svd_core.video import flow
 from svd_core.video.request import VideoRequest
 
-from . import widgets
+from . import schema
 from .adapters import (
     DTYPE_CHOICES, FPS_KEY, LATENT_DOWNSCALE, LOOP_KEY, RESIZE_MODES, STORAGE_ONLY, ModelHandle, check_size, conditioning_errors, empty_latent,
     fps_of, fps_to_fps_id, frames_to_image, image_to_bchw, latent_fps, latent_to_video, latent_video_indices,
     match_batches, parse_dtype, preview_grid, repeat_videos, sampler_errors, video_to_latent,
 )
-from .widgets import MAX_BATCH
 
 log = logging.getLogger(__name__)
 
-CATEGORY = "video/stable_video_diffusion"
-SVDModel = io.Custom("SVD_MODEL")
-SVDClipVision = io.Custom("SVD_CLIP_VISION")
-SVDVae = io.Custom("SVD_VAE")
-SVDConditioning = io.Custom("SVD_CONDITIONING")
-
-# Defaults of the reference (scripts/sampling/simple_video_sample.py and svd_xt_1_1.yaml), also in
-# svd_core.SamplingConfig: 1024x576, 25 frames, 30 steps, cfg 1.5 -> 3.0 (LinearPredictionGuider),
-# fps_id 6, motion bucket 127, cond_aug 0.02, EDM sigmas 0.002 / 700 / rho 7.
-_REF = svd_core.SamplingConfig()
-_LCM = svd_core.PRESETS["animatelcm_svd_xt"].sampling
 GUIDANCE_SCHEDULES = tuple(svd_core.GUIDANCE_SCHEDULES)
 SAMPLER_NAMES = tuple(svd_core.SAMPLER_NAMES)
 
@@ -104,18 +93,13 @@ def _checkpoint_path(name: str) -> str:
     raise ValueError(f"ckpt_name: '{name}' was not found in the checkpoints folders")
 
 
-def _raise_if(errors: list[str]) -> None:
-    if errors:
-        raise ValueError("; ".join(errors))
-
-
 class StableVideoCheckpointLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="StableVideoCheckpointLoader",
             display_name="Load Stable Video Checkpoint (exact)",
-            category=CATEGORY,
+            category=schema.CATEGORY,
             description="Loads an SVD / SVD-XT / SVD-XT 1.1 checkpoint (the official single .safetensors "
                         "file, or a diffusers folder placed in the checkpoints folder) and returns its "
                         "video UNet, CLIP image encoder and VAE, managed by ComfyUI's model memory manager.",
@@ -138,9 +122,9 @@ class StableVideoCheckpointLoader(io.ComfyNode):
                                        "steps. none: the checkpoint's own UNet."),
             ],
             outputs=[
-                SVDModel.Output(display_name="model", tooltip="The video UNet."),
-                SVDClipVision.Output(display_name="clip_vision", tooltip="The OpenCLIP ViT-H/14 image encoder."),
-                SVDVae.Output(display_name="vae", tooltip="The VAE: image encoder and temporal decoder."),
+                schema.SVDModel.Output(display_name="model", tooltip="The video UNet."),
+                schema.SVDClipVision.Output(display_name="clip_vision", tooltip="The OpenCLIP ViT-H/14 image encoder."),
+                schema.SVDVae.Output(display_name="vae", tooltip="The VAE: image encoder and temporal decoder."),
             ],
         )
 
@@ -193,32 +177,32 @@ class StableVideoConditioning(io.ComfyNode):
         return io.Schema(
             node_id="StableVideoConditioning",
             display_name="Stable Video Conditioning (exact)",
-            category=CATEGORY,
+            category=schema.CATEGORY,
             description="Encodes B images into B video conditionings like the reference: CLIP image "
                         "embedding, VAE latent of the noise-augmented frame, and fps / motion / "
                         "augmentation micro-conditioning. The negative zeroes the image parts.",
             inputs=[
-                SVDClipVision.Input("clip_vision", tooltip="Image encoder from the Stable Video checkpoint loader."),
-                SVDVae.Input("vae", tooltip="VAE from the Stable Video checkpoint loader."),
+                schema.SVDClipVision.Input("clip_vision", tooltip="Image encoder from the Stable Video checkpoint loader."),
+                schema.SVDVae.Input("vae", tooltip="VAE from the Stable Video checkpoint loader."),
                 io.Image.Input("image", tooltip="Start images: a batch of B images makes B videos. RGBA "
                                                 "loses its alpha (like the reference), grayscale becomes RGB."),
-                widgets.size("width", _REF.width, "Video width in pixels, a multiple of 64 (the model was trained at "
+                schema.size("width", schema.REFERENCE.width, "Video width in pixels, a multiple of 64 (the model was trained at "
                                                   "1024)."),
-                widgets.size("height", _REF.height, "Video height in pixels, a multiple of 64 (the model was trained "
+                schema.size("height", schema.REFERENCE.height, "Video height in pixels, a multiple of 64 (the model was trained "
                                                     "at 576)."),
                 io.Combo.Input("resize_mode", options=list(RESIZE_MODES), default="crop",
                                tooltip="How an image of another size is fitted: crop (scale to cover, cut "
                                        "the centre), stretch (may distort), pad (scale to fit, black borders)."),
-                widgets.number("fps", _REF.fps_id + 1,
+                schema.number("fps", schema.REFERENCE.fps_id + 1,
                                "Frames per second the video is meant to play at. The model sees fps_id = fps - 1: the "
                                "default 7 is the reference's fps_id 6 (SVD-XT 1.1 was fine-tuned at it)."),
-                widgets.number("motion_bucket_id", _REF.motion_bucket_id,
+                schema.number("motion_bucket_id", schema.REFERENCE.motion_bucket_id,
                                "Amount of motion: higher moves more. 127 is the reference default "
                                "(SVD-XT 1.1 was fine-tuned at it)."),
-                widgets.number("cond_aug", _REF.cond_aug,
+                schema.number("cond_aug", schema.REFERENCE.cond_aug,
                                "Noise added to the start image before VAE encoding (the reference's cond_aug, default "
                                "0.02); also given to the model as conditioning.", step=0.001),
-                widgets.seed("Seed of the augmentation noise (drawn on the CPU: same on every device). Image i of a "
+                schema.seed("Seed of the augmentation noise (drawn on the CPU: same on every device). Image i of a "
                              "batch uses seed + i, so it gets what it would get alone with that seed."),
                 io.Image.Input("end_image", optional=True,
                                tooltip="Optional last frames (1 or B images): the videos end on them "
@@ -230,8 +214,8 @@ class StableVideoConditioning(io.ComfyNode):
                                          "(frames - 1 frames). Not with end_image."),
             ],
             outputs=[
-                SVDConditioning.Output(display_name="positive", tooltip="Conditioning on the images."),
-                SVDConditioning.Output(display_name="negative", tooltip="Unconditional branch (image parts zeroed)."),
+                schema.SVDConditioning.Output(display_name="positive", tooltip="Conditioning on the images."),
+                schema.SVDConditioning.Output(display_name="negative", tooltip="Unconditional branch (image parts zeroed)."),
             ],
         )
 
@@ -248,7 +232,7 @@ class StableVideoConditioning(io.ComfyNode):
     def execute(cls, clip_vision: ModelHandle, vae: ModelHandle, image: torch.Tensor, width: int, height: int,
                 resize_mode: str, fps: int, motion_bucket_id: int, cond_aug: float, seed: int,
                 end_image: torch.Tensor | None = None, loop: bool = False) -> io.NodeOutput:
-        _raise_if(conditioning_errors(width, height, fps, motion_bucket_id, cond_aug))
+        schema.raise_if(conditioning_errors(width, height, fps, motion_bucket_id, cond_aug))
         request = VideoRequest.build(
             clip_vision.config, width=width, height=height, fps_id=fps_to_fps_id(fps), motion_bucket_id=motion_bucket_id,
             cond_aug=cond_aug, resize_mode=resize_mode, seed=seed, end_image=end_image is not None, loop=bool(loop))
@@ -272,19 +256,19 @@ class StableVideoEmptyLatent(io.ComfyNode):
         return io.Schema(
             node_id="StableVideoEmptyLatent",
             display_name="Empty Stable Video Latent (exact)",
-            category=CATEGORY,
+            category=schema.CATEGORY,
             description="An empty LATENT for batch_size videos of `frames` frames, frames folded into the "
                         "batch (B*T images), so ComfyUI's latent nodes and previews keep working. Wire the "
                         "conditioning to take its size from there (the size is then typed once).",
             inputs=[
-                widgets.size("width", _REF.width, "Video width in pixels, a multiple of 64. Ignored when "
+                schema.size("width", schema.REFERENCE.width, "Video width in pixels, a multiple of 64. Ignored when "
                                                   "conditioning is wired: the conditioning's width is used."),
-                widgets.size("height", _REF.height, "Video height in pixels, a multiple of 64. Ignored when "
+                schema.size("height", schema.REFERENCE.height, "Video height in pixels, a multiple of 64. Ignored when "
                                                     "conditioning is wired: the conditioning's height is used."),
-                widgets.number("frames", _REF.num_frames, "Frames per video (SVD-XT: 25, SVD: 14)."),
-                io.Int.Input("batch_size", default=1, min=1, max=MAX_BATCH,
+                schema.number("frames", schema.REFERENCE.num_frames, "Frames per video (SVD-XT: 25, SVD: 14)."),
+                io.Int.Input("batch_size", default=1, min=1, max=schema.MAX_BATCH,
                              tooltip="Videos per image; 1 makes one video per conditioning image."),
-                SVDConditioning.Input("conditioning", optional=True,
+                schema.SVDConditioning.Input("conditioning", optional=True,
                                       tooltip="Optional: the positive conditioning. When wired, the latent takes its "
                                               "width and height from it and the width/height widgets are ignored."),
             ],
@@ -314,23 +298,23 @@ class StableVideoSampler(io.ComfyNode):
         return io.Schema(
             node_id="StableVideoSampler",
             display_name="Stable Video Sampler (exact)",
-            category=CATEGORY,
+            category=schema.CATEGORY,
             description="Samples the videos like the reference: EDM (Karras) sigmas, per-frame classifier-free "
                         "guidance from min_cfg to max_cfg, cond and uncond in one batch. Shows progress and a "
                         "preview of every frame; cancelling stops within one step.",
             inputs=[
-                SVDModel.Input("model", tooltip="Video UNet from the Stable Video checkpoint loader."),
-                SVDConditioning.Input("positive", tooltip="Positive conditioning from Stable Video Conditioning."),
-                SVDConditioning.Input("negative", tooltip="Negative conditioning from Stable Video Conditioning."),
+                schema.SVDModel.Input("model", tooltip="Video UNet from the Stable Video checkpoint loader."),
+                schema.SVDConditioning.Input("positive", tooltip="Positive conditioning from Stable Video Conditioning."),
+                schema.SVDConditioning.Input("negative", tooltip="Negative conditioning from Stable Video Conditioning."),
                 io.Latent.Input("latent", tooltip="Latent from Stable Video Empty Latent (or a video latent to "
                                                   "re-noise with denoise < 1)."),
-                widgets.seed("Seed of the initial noise (drawn on the CPU: same video on every device). Video i of a "
+                schema.seed("Seed of the initial noise (drawn on the CPU: same video on every device). Video i of a "
                              "batch uses seed + i (or seed + its batch_index, after LatentFromBatch), so it is the "
                              "video it would be alone with that seed."),
-                widgets.number("steps", _REF.num_steps, "Sampling steps (reference: 30 for SVD-XT, 25 for SVD)."),
-                widgets.number("min_cfg", _REF.min_cfg, "Guidance scale of the first frame (reference SVD-XT: 1.5).",
+                schema.number("steps", schema.REFERENCE.num_steps, "Sampling steps (reference: 30 for SVD-XT, 25 for SVD)."),
+                schema.number("min_cfg", schema.REFERENCE.min_cfg, "Guidance scale of the first frame (reference SVD-XT: 1.5).",
                                step=0.05),
-                widgets.number("max_cfg", _REF.max_cfg, "Guidance scale of the last frame (reference SVD-XT: 3.0).",
+                schema.number("max_cfg", schema.REFERENCE.max_cfg, "Guidance scale of the last frame (reference SVD-XT: 3.0).",
                                step=0.05),
                 io.Combo.Input("guidance", options=list(GUIDANCE_SCHEDULES), default="linear",
                                tooltip="Per-frame guidance: linear min->max (reference), triangle "
@@ -340,12 +324,12 @@ class StableVideoSampler(io.ComfyNode):
                                        "AnimateLCM-SVD-xt (load its UNet in the loader's unet_name): consistency "
                                        "sampling on its 40-level schedule, 4 steps, min_cfg 1.0, max_cfg 1.2, "
                                        "motion bucket 80 in its authors' demo."),
-                widgets.number("sigma_min", _REF.sigma_min,
+                schema.number("sigma_min", schema.REFERENCE.sigma_min,
                                "Smallest noise level of the Karras schedule (reference 0.002).", step=0.0001),
-                widgets.number("sigma_max", _REF.sigma_max,
+                schema.number("sigma_max", schema.REFERENCE.sigma_max,
                                "Largest noise level of the Karras schedule (reference 700).", step=0.1),
-                widgets.number("rho", _REF.rho, "Karras schedule exponent (reference 7).", step=0.1),
-                widgets.number("denoise", 1.0, "1 = start from pure noise (reference). Below 1, re-noise the input "
+                schema.number("rho", schema.REFERENCE.rho, "Karras schedule exponent (reference 7).", step=0.1),
+                schema.number("denoise", 1.0, "1 = start from pure noise (reference). Below 1, re-noise the input "
                                                 "latent and run only the last part of the schedule.", step=0.01),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="Sampled video latent (B*T, 4, H/8, W/8).")],
@@ -366,7 +350,7 @@ class StableVideoSampler(io.ComfyNode):
     def execute(cls, model: ModelHandle, positive: Any, negative: Any, latent: dict[str, Any], seed: int,
                 steps: int, min_cfg: float, max_cfg: float, guidance: str, sampler: str, sigma_min: float,
                 sigma_max: float, rho: float, denoise: float) -> io.NodeOutput:
-        _raise_if(sampler_errors(steps, min_cfg, max_cfg, sigma_min, sigma_max, rho, denoise, sampler=sampler))
+        schema.raise_if(sampler_errors(steps, min_cfg, max_cfg, sigma_min, sigma_max, rho, denoise, sampler=sampler))
         start = latent_to_video(latent, "latent")  # (L, T, 4, h, w), ComfyUI latent space
         keyframes = getattr(positive, "keyframes", None)
         f = model.config.vae.downscale
@@ -395,7 +379,7 @@ class StableVideoSampler(io.ComfyNode):
                                       compute_dtype(model.module), downscale=f)
         mm.load_models_gpu([model.patcher], memory_required=need)  # makes room: other models are offloaded first
         z = flow.sample(model.module, request, positive, negative, noise, video_noise, latent=start,
-                        callback=_step_callback(model.patcher.load_device, steps))
+                        callback=step_callback(model.patcher.load_device, steps))
         out = video_to_latent((z / scale).to(mm.intermediate_device()), like=latent)
         out[FPS_KEY] = fps_of(positive)  # the frame rate the videos were conditioned on, for the decoder's VIDEO
         if request.loop:
@@ -417,7 +401,7 @@ def _repeat_cond(cond: Any, n: int) -> Any:
     return cond.select([0] * n)
 
 
-def _step_callback(device: torch.device, steps: int) -> Any:
+def step_callback(device: torch.device, steps: int) -> Any:
     """After each step: stop if the user cancelled, then advance the progress bar with a preview of
     every frame (latent-to-RGB with SVD's latent format in ComfyUI, SD15's)."""
     previewer = latent_preview.get_previewer(device, comfy.latent_formats.SD15())
@@ -439,16 +423,16 @@ class StableVideoDecode(io.ComfyNode):
         return io.Schema(
             node_id="StableVideoDecode",
             display_name="Stable Video Decode (exact)",
-            category=CATEGORY,
+            category=schema.CATEGORY,
             description="Decodes a video latent with SVD's temporal VAE decoder in fixed chunks of frames, "
                         "so the result never depends on free memory. Returns all frames as one IMAGE batch "
                         "(video after video), ready for ComfyUI's video save nodes.",
             inputs=[
-                SVDVae.Input("vae", tooltip="VAE from the Stable Video checkpoint loader."),
+                schema.SVDVae.Input("vae", tooltip="VAE from the Stable Video checkpoint loader."),
                 io.Latent.Input("latent", tooltip="Video latent from the Stable Video Sampler."),
                 io.Int.Input("frames_per_chunk", default=0, min=0, max=MAX_FRAMES,
                              tooltip="Frames decoded together by the temporal decoder. 0 = the loaded model's preset: "
-                                     f"the reference's {_REF.decode_chunk_size} (SVD, SVD-XT), {_LCM.decode_chunk_size} for "
+                                     f"the reference's {schema.REFERENCE.decode_chunk_size} (SVD, SVD-XT), {schema.LCM.decode_chunk_size} for "
                                      "AnimateLCM-SVD-xt. "
                                      "Fixed, never chosen from free memory: another value gives (slightly) different "
                                      "frames."),

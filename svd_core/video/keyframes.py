@@ -131,7 +131,7 @@ def sample_keyframes(
                            guidance_scales("constant", t, cfg_scale_flip, cfg_scale_flip))
     sigmas = karras_sigmas(num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho).to(device)
     x = rearrange(noise, "b t c h w -> (b t) c h w").to(device, torch.float32) * initial_noise_scale(sigmas[0])
-    gens = generators if generators is not None else [torch.Generator().manual_seed(i) for i in range(b)]
+    gens = generators if generators is not None else VideoNoise.for_batch(0, b).generators
     if len(gens) != b:
         raise ValueError(f"generators: {len(gens)} given for {b} video(s)")
 

@@ -94,7 +94,8 @@ class VideoRequest:
         """The request with every unset (None) setting taken from `config`'s preset; raises ValueError, naming
         the setting, for a combination the flow cannot make."""
         if end_image and loop:
-            raise ValueError("end_image and loop exclude each other: a loop ends on its own first frame")
+            raise ValueError("end_image and loop exclude each other: a loop ends on its own first frame; ask for "
+                             "one or the other")
         keyframed = end_image or loop
         s = config.sampling.overridden(
             width=width, height=height, num_frames=num_frames,

@@ -10,6 +10,7 @@ from ..nets.image_encoder import ImageEncoder
 from ..nets.layers import Ops
 from ..nets.unet import UNet
 from ..nets.vae import VAE
+from ..speed import onednn_linears
 
 PARTS = ("unet", "image_encoder", "vae")
 
@@ -28,8 +29,6 @@ def build_models(config: SVDConfig, *, device: torch.device | str = "cpu", dtype
                  ops: Ops = torch.nn) -> SVDModels:
     """Fresh (uninitialised on `meta`) models for `config`, their layers made by `ops` (see layers.Ops).
     Plain torch.nn.Linear layers run fp32 CPU inference on oneDNN (speed.onednn_linears)."""
-    from ..speed import onednn_linears
-
     with torch.device(device):
         unet = UNet(config.unet, ops)
         image_encoder = ImageEncoder(config.image_encoder, ops)

@@ -8,16 +8,15 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import save_file
 
 from ..config import SVDConfig
+from .convert import image_encoder as convert_image_encoder
+from .convert import unet as convert_unet
 from .layout import SINGLE_FILE_PREFIXES, file_name
-
-if TYPE_CHECKING:
-    from .models import SVDModels
+from .models import PARTS, SVDModels, build_models
 
 
 def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -33,10 +32,9 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return module
 
 
-def random_models(config: SVDConfig | None = None, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> "SVDModels":
+def random_models(config: SVDConfig | None = None, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> SVDModels:
     """Models for `config` (the tiny one by default) in eval mode with random weights: the UNet, image encoder
     and VAE randomised (`randomize_`) with seed, seed + 1 and seed + 2."""
-    from .models import PARTS, build_models  # late import: models imports this module's siblings
 
     models = build_models(config or SVDConfig.tiny(), dtype=dtype)
     for i, part in enumerate(PARTS):
@@ -60,7 +58,6 @@ def random_tensor(name: str, shape: tuple[int, ...], generator: torch.Generator)
 
 def random_state_dict(config: SVDConfig, *, seed: int = 0, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
     """Random weights for `config` under the official single-file names (see `layout`)."""
-    from .models import build_models  # late import: models imports this module's siblings
 
     models = build_models(config, device=torch.device("meta"))
     g = torch.Generator().manual_seed(seed)
@@ -75,7 +72,6 @@ def comfyui_layout(sd: dict[str, torch.Tensor], clip_prefix: str = "conditioner.
     """The official single-file state dict rewritten as ComfyUI's ImageOnlyCheckpointSave writes SVD: the
     UNet unchanged, the VAE as `first_stage_model.encoder/decoder` (no conditioner.embedders.3), and the
     image tower in ComfyUI's clip-vision names (transformers' layout) under `clip_prefix`."""
-    from .convert.image_encoder import to_folder
 
     visual = "conditioner.embedders.0.open_clip.model.visual."
     cond_encoder = "conditioner.embedders.3.encoder.encoder."
@@ -86,7 +82,7 @@ def comfyui_layout(sd: dict[str, torch.Tensor], clip_prefix: str = "conditioner.
         elif k.startswith(cond_encoder):
             out["first_stage_model.encoder." + k[len(cond_encoder):]] = v
     tower = {k[len(visual):]: v for k, v in sd.items() if k.startswith(visual)}
-    out.update({clip_prefix + k: v.contiguous() for k, v in to_folder(tower).items()})
+    out.update({clip_prefix + k: v.contiguous() for k, v in convert_image_encoder.to_folder(tower).items()})
     return out
 
 
@@ -122,7 +118,6 @@ def save_random_unet(
     """Write a random-weight UNet-only file; returns its path. `layout="diffusers"` (the default) uses
     diffusers' UNetSpatioTemporalConditionModel names without a prefix, in fp32: how AnimateLCM-SVD-xt ships
     its UNets (wangfuyun/AnimateLCM-SVD-xt); "bare" uses the official names without `model.diffusion_model.`."""
-    from .convert.unet import to_folder
 
     if layout not in ("diffusers", "bare"):
         raise ValueError(f"layout must be 'diffusers' or 'bare', got {layout!r}")
@@ -130,7 +125,7 @@ def save_random_unet(
     sd = random_state_dict(config or SVDConfig.tiny(), seed=seed, dtype=dtype)
     unet = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     if layout == "diffusers":
-        unet = {k: v.contiguous() for k, v in to_folder(unet).items()}
+        unet = {k: v.contiguous() for k, v in convert_unet.to_folder(unet).items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(unet, str(path), metadata={"format": "pt", "svd_core": "random UNet weights"})

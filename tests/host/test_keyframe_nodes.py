@@ -35,7 +35,7 @@ def test_end_image_of_another_size_and_loops_through_the_nodes(comfy_nodes: Any,
 
 def test_loop_with_end_image_and_keyframes_with_denoise_are_refused_naming_them(comfy_nodes: Any, assets: Path) -> None:
     end = torch.rand(1, SIZE, SIZE, 3)
-    with pytest.raises(ValueError, match="loop and end_image"):
+    with pytest.raises(ValueError, match="end_image and loop exclude each other"):
         _start(comfy_nodes, end_image=end, loop=True)
     n = comfy_nodes.NODE_CLASS_MAPPINGS
     model, clip, vae, pos, z, _ = _start(comfy_nodes, loop=True)

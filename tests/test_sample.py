@@ -1,5 +1,5 @@
-"""The sampling seam: sample_video's denoiser wrapper and held frames, each sampler's declared noise
-needs, partial denoising from a latent, churn; and the one interface of the convert modules."""
+"""Sampling a video's latents (svd_core/video/sample.py): sample_video's seams (denoiser wrapper, held frames),
+each sampler's declared noise needs, partial denoising from a latent, churn."""
 from __future__ import annotations
 
 import inspect
@@ -10,7 +10,8 @@ from einops import rearrange
 
 import svd_core
 from svd_core import HeldFrames, SVDConfig, build_models, sample_video
-from svd_core.video.pipeline import Conditioning, guided_denoiser
+from svd_core.video.conditioning import Conditioning
+from svd_core.video.sample import guided_denoiser
 from svd_core.weights.random_weights import randomize_
 from svd_core.diffusion.sampling import SAMPLERS, initial_noise_scale, karras_sigmas, randn_noise_sampler, sample_euler
 
@@ -130,16 +131,3 @@ def test_each_sampler_declares_its_noise_needs(name: str) -> None:
     assert ("noise_sampler" in params and "s_noise" in params) == spec.needs_noise
     assert spec.schedule in svd_core.diffusion.sampling.SCHEDULES
     assert "callback" in params and "step_hook" in params
-
-
-def test_convert_modules_share_one_interface_and_one_error() -> None:
-    from svd_core.weights.convert import ConversionError, image_encoder, unet, vae
-
-    configs = {unet: svd_core.UNetConfig.tiny(), vae: svd_core.VAEConfig.tiny(), image_encoder: svd_core.ImageEncoderConfig.tiny()}
-    assert {m.SUBFOLDER for m in configs} == {"unet", "vae", "image_encoder"}
-    for module, cfg in configs.items():
-        for name in ("from_folder", "to_folder", "folder_config"):
-            assert callable(getattr(module, name)), (module.__name__, name)
-        assert isinstance(module.folder_config(cfg), dict)
-        with pytest.raises(ConversionError):
-            module.from_folder({"not.a.tensor.of.this.part": torch.zeros(1)})
