@@ -41,12 +41,14 @@ def test_full_size_meta_model_has_the_official_names_and_shapes(capsys):
             ours[file_name(part, name)] = tuple(p.shape)
     assert {k: tensors.get(k) for k in ours} == ours, "every tensor of ours is in the official file with its shape"
     unread = sorted(k for k in tensors if k not in ours)
-    assert all(k.startswith(IGNORED_PREFIXES) for k in unread), [k for k in unread if not k.startswith(IGNORED_PREFIXES)][:5]
+    stray = [k for k in unread if not k.startswith(IGNORED_PREFIXES)]
+    assert not stray, stray[:5]
     assert all(part_of(k) is None for k in unread)
     n_params = sum(math.prod(s) for s in ours.values())
     with capsys.disabled():
         print(f"\nfull-size SVD-XT 1.1: {n_params:,} parameters in {len(ours)} tensors used "
-              f"({len(unread)} official tensors unused: text tower, embedders.3 2-D decoder, first_stage_model.encoder)")
+              f"({len(unread)} official tensors unused: text tower, embedders.3 2-D decoder, "
+              "first_stage_model.encoder)")
     for part in ("unet", "image_encoder", "vae"):
         count = sum(p.numel() for p in getattr(models, part).parameters())
         log.info("%s: %d parameters", part, count)
@@ -211,7 +213,8 @@ def status_kb(field):  # VmHWM is this process image's own peak (ru_maxrss would
 base = status_kb("VmRSS")
 models = svd_core.load_models(sys.argv[1], dtype=getattr(torch, sys.argv[2]))
 peak = status_kb("VmHWM")
-weights = sum(p.numel() * p.element_size() for m in (models.unet, models.image_encoder, models.vae) for p in m.parameters())
+nets = (models.unet, models.image_encoder, models.vae)
+weights = sum(p.numel() * p.element_size() for m in nets for p in m.parameters())
 print(json.dumps({"growth": (peak - base) * 1024, "weights": weights}))
 """
 
@@ -225,7 +228,8 @@ def test_loading_never_holds_weights_twice(tmp_path, file_dtype, dtype):
     from svd_core import ImageEncoderConfig, UNetConfig, VAEConfig
 
     config = SVDConfig(name="small", unet=UNetConfig(model_channels=128, channel_mult=(1, 2, 2)),
-                       vae=VAEConfig(ch=64, ch_mult=(1, 2, 2, 4)), image_encoder=ImageEncoderConfig(width=640, layers=4))
+                       vae=VAEConfig(ch=64, ch_mult=(1, 2, 2, 4)),
+                       image_encoder=ImageEncoderConfig(width=640, layers=4))
     path = save_random_checkpoint(tmp_path / "small.safetensors", config, dtype=getattr(torch, file_dtype))
     out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(path), dtype], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1], timeout=300)
@@ -246,7 +250,8 @@ def test_vae_dtype_can_differ(tiny_file):
 
 @pytest.mark.parametrize("victim, short", [
     ("model.diffusion_model.input_blocks.1.0.in_layers.2.weight", "input_blocks.1.0.in_layers.2.weight"),
-    ("model.diffusion_model.input_blocks.1.0.time_stack.in_layers.2.weight", "input_blocks.1.0.time_stack.in_layers.2.weight"),
+    ("model.diffusion_model.input_blocks.1.0.time_stack.in_layers.2.weight",
+     "input_blocks.1.0.time_stack.in_layers.2.weight"),
     ("model.diffusion_model.out.2.weight", "out.2.weight"),
     ("first_stage_model.decoder.conv_in.bias", "decoder.conv_in.bias"),
     ("first_stage_model.decoder.conv_in.weight", "decoder.conv_in.weight"),
@@ -329,3 +334,15 @@ def test_comfyui_layout_errors_name_the_files_keys(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_models(path, dtype=torch.float32)
     assert f"'{victim}'" in str(e.value), str(e.value)
+
+
+def test_names_of_the_loader_stay_importable():
+    """The loader is split into steps (weights/safetensors, detect, rename, shapes, dtypes); the names that
+    load.py defined before stay importable from it, and CheckpointError is one class everywhere."""
+    import svd_core
+    from svd_core.weights import detect, dtypes, load, safetensors
+
+    assert load.CheckpointError is safetensors.CheckpointError is svd_core.CheckpointError
+    assert load.read_header is safetensors.read_header and load.read_tensors is safetensors.read_tensors
+    assert load.WEIGHT_DTYPES is dtypes.WEIGHT_DTYPES and load.COMFY_CLIP_PREFIXES is detect.COMFY_CLIP_PREFIXES
+    assert load.UNET_PREFIX == SINGLE_FILE_PREFIXES["unet"][""] == "model.diffusion_model."
