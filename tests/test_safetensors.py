@@ -71,6 +71,13 @@ def _hole(h: Header, data: bytes) -> tuple[Header, bytes, str]:
     return h, data + bytes(8), key
 
 
+def _shift_all(h: Header, data: bytes) -> tuple[Header, bytes, str]:
+    """Every span 4 bytes later, 4 unused bytes at the start of the data section."""
+    for k in _by_offset(h):
+        h[k]["data_offsets"] = [o + 4 for o in h[k]["data_offsets"]]
+    return h, bytes(4) + data, _by_offset(h)[0]
+
+
 def _entry(value: Callable[[Any], Any]) -> Mutation:
     def mutate(h: Header, data: bytes) -> tuple[Header, bytes, str]:
         key, _ = _unet_victim(h)
@@ -97,6 +104,8 @@ MUTATIONS: dict[str, Mutation] = {
     "dtype wider than span": _set("dtype", lambda d: "F32"),
     "unknown dtype": _set("dtype", lambda d: "F17"),
     "dtype not a string": _set("dtype", lambda d: 16),
+    "dtype a list": _set("dtype", lambda d: [d]),
+    "first span not at 0": lambda h, data: _shift_all(h, data),
     "negative shape": _set("shape", lambda s: [-s[0], *s[1:]]),
     "non-integer shape": _set("shape", lambda s: [float(s[0]), *s[1:]]),
     "shape not a list": _set("shape", lambda s: s[0]),

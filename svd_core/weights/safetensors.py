@@ -157,13 +157,14 @@ def _validate(path: Path, header: Any, base: int, data_size: int) -> dict[str, S
     previous: StoredTensor | None = None
     for t in sorted(out.values(), key=lambda t: (t.start, t.end)):
         begin, end, expected = t.start - base, t.end - base, (previous.end - base if previous else 0)
-        before = f"tensor '{previous.key}' (bytes [{previous.start - base}, {expected}))" if previous else "byte 0"
+        before = (f"tensor '{previous.key}' (bytes [{previous.start - base}, {expected}))" if previous
+                  else "the start of the data section")
         if begin < expected:
             raise CheckpointError(f"{where}: tensor '{t.key}' (bytes [{begin}, {end})) overlaps {before} "
                                   "in the data section")
         if begin > expected:
             raise CheckpointError(f"{where}: tensor '{t.key}' starts at byte {begin} of the data section, "
-                                  f"leaving a hole of {begin - expected} bytes after {before}")
+                                  f"leaving a hole of {begin - expected} unused bytes after {before}")
         if end > data_size:
             raise CheckpointError(f"{where} is truncated: tensor '{t.key}' ends at byte {end} of the data "
                                   f"section, but only {data_size} bytes are present")
@@ -188,7 +189,7 @@ def _entry(path: Path, key: str, info: Any, base: int) -> StoredTensor:
         what = f"no {', '.join(missing)}" if missing else f"'{info.duplicates[0]}' given twice"
         raise CheckpointError(f"{where} has a malformed header entry ({what}): {info!r}")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if dtype not in DTYPE_BITS:
+    if not (isinstance(dtype, str) and dtype in DTYPE_BITS):
         raise CheckpointError(f"{where} has dtype {dtype!r}; expected a safetensors dtype, one of "
                               f"{', '.join(DTYPE_BITS)}")
     if not (isinstance(shape, list) and all(_is_int(s) and s >= 0 for s in shape)):
