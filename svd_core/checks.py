@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from .diffusion.sampling import LCM_TRAIN_STEPS, SAMPLERS
+from .diffusion.sampling import LCM_TRAIN_STEPS, SAMPLERS, schedule_length
 
 # Image sides must be multiples of 64 (scripts/sampling/simple_video_sample.py rounds sizes down to
 # multiples of 64; the UNet halves the 1/8 latent three times).
@@ -72,13 +72,14 @@ def conditioning_errors(width: object, height: object, fps: object, motion_bucke
 
 def schedule_errors(sampler: str, steps: object, denoise: object = 1.0, label: Label = _same) -> list[str]:
     """Problems with the number of steps that only the sampler's schedule knows of: the lcm sampler walks the
-    consistency model's 40 training levels (sampling.lcm_sigmas), so steps / denoise may not exceed 40."""
+    consistency model's 40 training levels (sampling.lcm_sigmas), so the schedule of steps / denoise levels
+    (sampling.schedule_length) may not exceed 40."""
     if sampler not in SAMPLERS:
         return [f"{label('sampler')} must be one of {tuple(SAMPLERS)}, got {sampler!r}"]
     if SAMPLERS[sampler].schedule != "lcm" or check_number("steps", steps) or check_number("denoise", denoise):
         return []
     n, d = int(steps), float(denoise)  # type: ignore[call-overload, arg-type]
-    total = n if d == 1.0 else max(n, int(n / d))
+    total = schedule_length(n, d)  # steps and denoise are valid here: this does not raise
     if total <= LCM_TRAIN_STEPS:
         return []
     spread = "" if d == 1.0 else f" ({label('steps')} / {label('denoise')} = {total} levels)"

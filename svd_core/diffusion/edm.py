@@ -20,6 +20,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from .sampling import per_sample_sigma
+
 __all__ = ["VNetwork", "VDenoiser", "edm_v_scalings"]
 
 
@@ -44,18 +46,6 @@ class VNetwork(Protocol):
     def __call__(self, x_in: Tensor, c_noise: Tensor) -> Tensor: ...
 
 
-def _per_sample(sigma: Tensor, n: int, device: torch.device) -> Tensor:
-    """Broadcast a scalar or (N,) sigma to a float32 (N,) tensor on ``device``."""
-    s = torch.as_tensor(sigma, device=device).to(torch.float32)
-    if s.ndim == 0:
-        return s.expand(n)
-    if s.ndim != 1 or s.shape[0] not in (1, n):
-        raise ValueError(
-            f"sigma must be a scalar or have one value per batch element ({n}), got shape {tuple(s.shape)}"
-        )
-    return s.expand(n)
-
-
 class VDenoiser:
     """EDM denoiser D(x; sigma) around SVD's v-prediction network (EDM eq. 7, Table 1).
 
@@ -71,9 +61,10 @@ class VDenoiser:
         self.dtype = dtype
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """x: (N, ...) any float dtype; sigma: scalar or (N,). Returns D_x, float32, shaped like x."""
+        """x: (N, ...) any float dtype; sigma: a scalar, (1,) or (N,) (see per_sample_sigma). Returns D_x,
+        float32, shaped like x."""
         n = x.shape[0]
-        sigma_n = _per_sample(sigma, n, x.device)  # (N,)
+        sigma_n = per_sample_sigma(sigma, x)  # (N,)
         c_skip, c_out, c_in, c_noise = edm_v_scalings(sigma_n)  # each (N,)
         bshape = (n,) + (1,) * (x.ndim - 1)  # broadcast per-sample scalars over (C, H, W)
         x32 = x.to(torch.float32)

@@ -8,11 +8,13 @@ Guidance is applied to the denoised estimate: D = D_u + w_t * (D_c - D_u)
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from einops import rearrange
 from torch import Tensor
+
+from .sampling import per_sample_sigma
 
 __all__ = ["GUIDANCE_SCHEDULES", "GuidedDenoiser", "guidance_scales", "triangle_wave"]
 
@@ -73,11 +75,9 @@ class GuidedDenoiser:
         call of the batched denoiser (CFG++-style samplers need both)."""
         n = x.shape[0]
         if n % self.num_frames != 0:
-            raise ValueError(f"batch of {n} is not a whole number of videos of {self.num_frames} frames ('(b t) c h w' layout)")
-        sigma_n = torch.as_tensor(sigma, device=x.device)
-        sigma_n = sigma_n.expand(n) if sigma_n.ndim == 0 else sigma_n  # (N,)
-        if sigma_n.shape != (n,):
-            raise ValueError(f"sigma must be a scalar or have shape ({n},), got {tuple(sigma_n.shape)}")
+            raise ValueError(f"batch of {n} is not a whole number of videos of {self.num_frames} frames "
+                             "('(b t) c h w' layout)")
+        sigma_n = per_sample_sigma(sigma, x)  # (N,)
         x2 = torch.cat([x, x])  # (2*B*T, C, H, W): [uncond; cond]
         sigma2 = torch.cat([sigma_n, sigma_n])  # (2*B*T,)
         d_u, d_c = self.denoiser(x2, sigma2).chunk(2)  # each (B*T, C, H, W)

@@ -20,12 +20,13 @@ from torch import Tensor
 
 from .sampling import Denoiser
 
-__all__ = ["SplitGuidanceBatch", "init_from_env", "rank", "finish"]
+__all__ = ["SplitGuidanceBatch", "check_group", "init_from_env", "rank", "finish"]
 
 RANKS = 2  # unconditional, conditional
 
 
 def rank(group: Any) -> int:
+    """This process's rank in `group`."""
     import torch.distributed as dist
 
     return int(dist.get_rank(group))
@@ -36,7 +37,8 @@ def check_group(group: Any) -> int:
     import torch.distributed as dist
 
     if not dist.is_available() or not dist.is_initialized():
-        raise ValueError("cfg_parallel needs an initialised torch.distributed process group (torch.distributed.init_process_group)")
+        raise ValueError("cfg_parallel needs an initialised torch.distributed process group "
+                         "(torch.distributed.init_process_group)")
     size = dist.get_world_size(group)
     if size != RANKS:
         raise ValueError(f"cfg_parallel needs a process group of {RANKS} ranks (uncond, cond), got {size}")
@@ -82,6 +84,7 @@ def init_from_env(device: torch.device) -> tuple[Any, torch.device]:
 
 
 def finish() -> None:
+    """Tear down the process group `init_from_env` made, if there is one."""
     import torch.distributed as dist
 
     if dist.is_initialized():

@@ -1,17 +1,18 @@
-"""Noise schedules and ODE samplers for EDM-style denoisers (k-diffusion conventions).
+"""Noise schedules and samplers for EDM-style denoisers (k-diffusion conventions).
 
 A denoiser is any callable ``D(x, sigma) -> Tensor`` returning the estimate of the clean sample;
-``sigma`` is passed as a float32 tensor with one value per batch element, shape (N,). Samplers are
-pure functions of ``(denoiser, x, sigmas)`` plus a noise source and a callback: they never see
-conditioning and never modify ``x`` or ``sigmas`` in place. ``sigmas`` runs from high to low and
-ends in 0 (see ``get_sigmas_karras``). Every sampler takes ``x`` already scaled to the first noise
-level (see ``initial_noise_scale``).
+``sigma`` is passed as a float32 tensor with one value per batch element, shape (N,), which
+``per_sample_sigma`` makes from a noise level. Samplers are pure functions of ``(denoiser, x, sigmas)``
+plus a noise source and a callback: they never see conditioning and never modify ``x`` or ``sigmas`` in
+place. ``sigmas`` runs from high to low and ends in 0 (see ``get_sigmas_karras``). Every sampler takes
+``x`` already scaled to the first noise level (see ``initial_noise_scale``).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol, Union
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -28,11 +29,13 @@ __all__ = [
     "karras_sigmas",
     "lcm_sigmas",
     "initial_noise_scale",
+    "per_sample_sigma",
     "randn_noise_sampler",
     "sample_dpmpp_2m",
     "sample_euler",
     "sample_heun",
     "sample_lcm",
+    "schedule_length",
 ]
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
@@ -74,7 +77,7 @@ def get_sigmas_karras(
     sigma_min: float = SIGMA_MIN,
     sigma_max: float = SIGMA_MAX,
     rho: float = RHO,
-    device: Optional[Union[torch.device, str]] = None,
+    device: torch.device | str | None = None,
 ) -> Tensor:
     """Karras et al. 2022 eq. 5 schedule: n sigmas from sigma_max to sigma_min, then 0 (float32, (n+1,)).
 
@@ -94,9 +97,10 @@ def get_sigmas_karras(
     return torch.cat([sigmas, sigmas.new_zeros(1)])  # (n+1,)
 
 
-def _schedule_length(num_steps: int, denoise: float) -> int:
+def schedule_length(num_steps: int, denoise: float) -> int:
     """How many steps the whole schedule has whose last num_steps are stepped through: num_steps, or
-    int(num_steps / denoise) for a partial denoise (ComfyUI's convention)."""
+    max(num_steps, int(num_steps / denoise)) for a partial denoise (ComfyUI's convention). The one place of
+    this rule: the schedules and the input checks (checks.schedule_errors) read it here."""
     if not 0.0 < denoise <= 1.0:
         raise ValueError(f"denoise must be in (0, 1], got {denoise}")
     if num_steps < 1:
@@ -107,7 +111,7 @@ def _schedule_length(num_steps: int, denoise: float) -> int:
 def karras_sigmas(num_steps: int, *, sigma_min: float, sigma_max: float, rho: float, denoise: float = 1.0) -> Tensor:
     """The sigmas actually stepped through: the Karras schedule, or its last num_steps+1 entries of a
     longer schedule when denoise < 1 (ComfyUI's convention for partial denoising)."""
-    total = _schedule_length(num_steps, denoise)
+    total = schedule_length(num_steps, denoise)
     if denoise == 1.0:
         return get_sigmas_karras(num_steps, sigma_min, sigma_max, rho)
     if total > MAX_SCHEDULE:
@@ -133,7 +137,7 @@ def lcm_sigmas(num_steps: int, *, sigma_min: float, sigma_max: float, rho: float
     denoise < 1 takes the last num_steps + 1 entries of the schedule of int(num_steps / denoise) steps, as
     `karras_sigmas` does; that schedule may not have more than `num_train_timesteps` steps.
     """
-    total = _schedule_length(num_steps, denoise)
+    total = schedule_length(num_steps, denoise)
     if not 0.0 < sigma_min <= sigma_max:
         raise ValueError(f"need 0 < sigma_min <= sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     if total > num_train_timesteps:
@@ -159,7 +163,7 @@ def initial_noise_scale(sigma0: Tensor) -> Tensor:
     return torch.sqrt(1.0 + s * s)
 
 
-def randn_noise_sampler(generator: Optional[torch.Generator] = None) -> NoiseSampler:
+def randn_noise_sampler(generator: torch.Generator | None = None) -> NoiseSampler:
     """Standard-normal noise like x drawn from ``generator`` (on the generator's device)."""
 
     def noise(x: Tensor) -> Tensor:
@@ -169,15 +173,23 @@ def randn_noise_sampler(generator: Optional[torch.Generator] = None) -> NoiseSam
     return noise
 
 
+def per_sample_sigma(sigma: Tensor | float, x: Tensor) -> Tensor:
+    """A noise level as a denoiser takes it: float32 of shape (N,), one value per batch element of x, on
+    x's device. `sigma` is a scalar (a float or a 0-dim tensor, what the samplers pass), one value for the
+    whole batch (shape (1,)) or one per element (shape (N,))."""
+    n = x.shape[0]
+    s = torch.as_tensor(sigma, device=x.device).to(torch.float32)
+    if s.ndim > 1 or (s.ndim == 1 and s.shape[0] not in (1, n)):
+        raise ValueError(
+            f"sigma must be a scalar or have one value per batch element ({n}), got shape {tuple(s.shape)}"
+        )
+    return s.expand(n)  # (N,)
+
+
 def host_levels(sigmas: Tensor) -> list[float]:
     """The schedule as Python floats, read once before a sampling loop: the loop then branches on these
     and never reads a device tensor (no host sync per step, so a step can be captured as a CUDA graph)."""
     return [float(v) for v in sigmas.detach().to("cpu", torch.float64).tolist()]
-
-
-def _per_sample(sigma: Tensor, x: Tensor) -> Tensor:
-    """A 0-dim sigma as a float32 (N,) tensor, one value per batch element of x."""
-    return sigma.to(device=x.device, dtype=torch.float32).expand(x.shape[0])
 
 
 def _churn_gamma(sigma: float, n_steps: int, s_churn: float, s_tmin: float, s_tmax: float) -> float:
@@ -197,13 +209,14 @@ def _edm_steps(
     s_tmin: float,
     s_tmax: float,
     s_noise: float,
-    noise_sampler: Optional[NoiseSampler],
-    callback: Optional[SamplerCallback],
-    step_hook: Optional[StepHook],
+    noise_sampler: NoiseSampler | None,
+    callback: SamplerCallback | None,
+    step_hook: StepHook | None,
 ) -> Tensor:
     """EDM Algorithm 2 with optional Heun correction; shared body of sample_euler and sample_heun."""
     if s_churn > 0 and noise_sampler is None:
-        raise ValueError(f"s_churn={s_churn} > 0 adds fresh noise: pass a noise_sampler (e.g. randn_noise_sampler(gen))")
+        raise ValueError(f"s_churn={s_churn} > 0 adds fresh noise: pass a noise_sampler "
+                         "(e.g. randn_noise_sampler(gen))")
     n_steps = len(sigmas) - 1
     levels = host_levels(sigmas)  # the schedule is known in advance: no device read inside the loop
     for i in range(n_steps):
@@ -214,7 +227,7 @@ def _edm_steps(
             assert noise_sampler is not None
             eps = noise_sampler(x) * s_noise
             x = x + eps * (sigma_hat**2 - sigma**2).sqrt()  # Alg. 2 line 6: raise the noise to sigma_hat
-        denoised = denoiser(x, _per_sample(sigma_hat, x))
+        denoised = denoiser(x, per_sample_sigma(sigma_hat, x))
         if callback is not None:
             callback(i, n_steps, x, denoised, sigma_hat)
         d = (x - denoised) / sigma_hat  # Alg. 2 line 7: dx/dsigma of the probability-flow ODE
@@ -223,7 +236,7 @@ def _edm_steps(
         if second_order and levels[i + 1] > 0:  # Alg. 2 lines 9-11: no correction on the step to 0
             if step_hook is not None:  # the predictor is evaluated like any x at sigma_next
                 x_next = step_hook(i, x_next, sigma_next)
-            d_next = (x_next - denoiser(x_next, _per_sample(sigma_next, x))) / sigma_next
+            d_next = (x_next - denoiser(x_next, per_sample_sigma(sigma_next, x))) / sigma_next
             d_prime = (d + d_next) / 2.0  # trapezoid rule on the two slopes
             x_next = x + d_prime * dt
         x = x_next if step_hook is None else step_hook(i, x_next, sigma_next)
@@ -239,9 +252,9 @@ def sample_euler(
     s_tmin: float = 0.0,
     s_tmax: float = float("inf"),
     s_noise: float = 1.0,
-    noise_sampler: Optional[NoiseSampler] = None,
-    callback: Optional[SamplerCallback] = None,
-    step_hook: Optional[StepHook] = None,
+    noise_sampler: NoiseSampler | None = None,
+    callback: SamplerCallback | None = None,
+    step_hook: StepHook | None = None,
 ) -> Tensor:
     """Euler with optional churn: Algorithm 2 of Karras et al. 2022 without the 2nd-order step (sgm EulerEDMSampler)."""
     return _edm_steps(
@@ -259,11 +272,12 @@ def sample_heun(
     s_tmin: float = 0.0,
     s_tmax: float = float("inf"),
     s_noise: float = 1.0,
-    noise_sampler: Optional[NoiseSampler] = None,
-    callback: Optional[SamplerCallback] = None,
-    step_hook: Optional[StepHook] = None,
+    noise_sampler: NoiseSampler | None = None,
+    callback: SamplerCallback | None = None,
+    step_hook: StepHook | None = None,
 ) -> Tensor:
-    """Heun: Algorithm 2 of Karras et al. 2022 (2nd-order correction except on the last step to 0; sgm HeunEDMSampler)."""
+    """Heun: Algorithm 2 of Karras et al. 2022 (2nd-order correction except on the last step to 0;
+    sgm HeunEDMSampler)."""
     return _edm_steps(
         denoiser, x, sigmas, second_order=True, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
         s_noise=s_noise, noise_sampler=noise_sampler, callback=callback, step_hook=step_hook,
@@ -275,10 +289,11 @@ def sample_dpmpp_2m(
     x: Tensor,
     sigmas: Tensor,
     *,
-    callback: Optional[SamplerCallback] = None,
-    step_hook: Optional[StepHook] = None,
+    callback: SamplerCallback | None = None,
+    step_hook: StepHook | None = None,
 ) -> Tensor:
-    """DPM-Solver++(2M): Lu et al. 2022 ("DPM-Solver++", Algorithm 2) in k-diffusion's t = -ln(sigma) form (sgm DPMPP2MSampler).
+    """DPM-Solver++(2M): Lu et al. 2022 ("DPM-Solver++", Algorithm 2) in k-diffusion's t = -ln(sigma) form
+    (sgm DPMPP2MSampler).
 
     With h = t_next - t = ln(sigma / sigma_next) the data-prediction exponential integrator reads
     x_next = (sigma_next/sigma) * x + (1 - sigma_next/sigma) * D', where D' = D on the first and the
@@ -286,11 +301,11 @@ def sample_dpmpp_2m(
     """
     n_steps = len(sigmas) - 1
     levels = host_levels(sigmas)
-    denoised_prev: Optional[Tensor] = None
+    denoised_prev: Tensor | None = None
     h_prev = 0.0
     for i in range(n_steps):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, _per_sample(sigma, x))
+        denoised = denoiser(x, per_sample_sigma(sigma, x))
         if callback is not None:
             callback(i, n_steps, x, denoised, sigma)
         if levels[i + 1] == 0.0:
@@ -315,10 +330,10 @@ def sample_lcm(
     x: Tensor,
     sigmas: Tensor,
     *,
-    noise_sampler: Optional[NoiseSampler] = None,
+    noise_sampler: NoiseSampler | None = None,
     s_noise: float = 1.0,
-    callback: Optional[SamplerCallback] = None,
-    step_hook: Optional[StepHook] = None,
+    callback: SamplerCallback | None = None,
+    step_hook: StepHook | None = None,
 ) -> Tensor:
     """Consistency multistep sampling (Song et al. 2023, "Consistency Models", Algorithm 1), as AnimateLCM
     runs it (animatelcm_scheduler.py step): at each level the model's clean estimate D(x, sigma_i), then fresh
@@ -333,7 +348,7 @@ def sample_lcm(
                          "(e.g. randn_noise_sampler(gen))")
     for i in range(n_steps):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, _per_sample(sigma, x))
+        denoised = denoiser(x, per_sample_sigma(sigma, x))
         if callback is not None:
             callback(i, n_steps, x, denoised, sigma)
         if levels[i + 1] > 0:
