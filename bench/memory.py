@@ -48,8 +48,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import svd_core  # noqa: E402
+from svd_core import Conditioning, decode_latents  # noqa: E402
 from svd_core import memory as estimate  # noqa: E402
-from svd_core.video.pipeline import Conditioning, decode_latents, guided_denoiser  # noqa: E402
+from svd_core.video.sample import guided_denoiser  # noqa: E402
 
 log = logging.getLogger("memory")
 GiB = 2**30
@@ -248,7 +249,8 @@ def model(config: svd_core.SVDConfig, work: Work, *, device: str = "cuda", peer:
     for name, build in builders.items():
         with FakeTensorMode(allow_non_fake_inputs=True):
             parts = build(config, work, device)
-            out[name] = {s: {"weights": parts["weights"][s], "activations": _measure(parts["runners"][s])} for s in stages}
+            out[name] = {s: {"weights": parts["weights"][s], "activations": _measure(parts["runners"][s])}
+                         for s in stages}
         del parts
         gc.collect()
     return out
@@ -256,18 +258,19 @@ def model(config: svd_core.SVDConfig, work: Work, *, device: str = "cuda", peer:
 
 def formula(config: svd_core.SVDConfig, work: Work) -> dict[str, int]:
     """svd_core.memory's estimate of the activation peak of each stage."""
+    videos, height, width = work.videos, work.height, work.width
     return {
-        "image_encoder": estimate.image_encoder_bytes(config.image_encoder, work.videos, work.height, work.width, work.dtype),
-        "vae_encoder": estimate.vae_encoder_bytes(config.vae, work.videos, work.height, work.width, work.vae_dtype),
-        "unet_step": estimate.unet_step_bytes(config.unet, work.videos, work.frames, work.height, work.width, work.dtype),
-        "decode_chunk": estimate.decode_bytes(config.vae, work.chunk, work.height, work.width, work.vae_dtype),
+        "image_encoder": estimate.image_encoder_bytes(config.image_encoder, videos, height, width, work.dtype),
+        "vae_encoder": estimate.vae_encoder_bytes(config.vae, videos, height, width, work.vae_dtype),
+        "unet_step": estimate.unet_step_bytes(config.unet, videos, work.frames, height, width, work.dtype),
+        "decode_chunk": estimate.decode_bytes(config.vae, work.chunk, height, width, work.vae_dtype),
     }
 
 
 # Issue 7's targets (weights + activations, GiB) at 1024x576, 25 frames, decode chunk 14:
 # (stage, VAE dtype or None for any) -> limit
-TARGETS = {("unet_step", torch.float16): 6.0, ("decode_chunk", torch.float16): 4.0, ("decode_chunk", torch.bfloat16): 4.0,
-           ("decode_chunk", torch.float32): 8.0}
+TARGETS = {("unet_step", torch.float16): 6.0, ("decode_chunk", torch.float16): 4.0,
+           ("decode_chunk", torch.bfloat16): 4.0, ("decode_chunk", torch.float32): 8.0}
 
 
 def print_table(config: svd_core.SVDConfig, work: Work, result: dict[str, dict[str, dict[str, int]]]) -> None:
@@ -283,9 +286,11 @@ def print_table(config: svd_core.SVDConfig, work: Work, result: dict[str, dict[s
         row = f"{stage:<14}"
         for n in names:
             r = result[n][stage]
-            row += f"{r['weights'] / GiB:>20.2f}{r['activations'] / GiB:>18.2f}{(r['weights'] + r['activations']) / GiB:>18.2f}"
+            total = r["weights"] + r["activations"]
+            row += f"{r['weights'] / GiB:>20.2f}{r['activations'] / GiB:>18.2f}{total / GiB:>18.2f}"
         log.info("%s%18.2f", row, est[stage] / GiB)
-    full_size = (work.width, work.height, work.frames, work.chunk) == (1024, 576, 25, 14) and config.name.startswith("svd")
+    full_size = ((work.width, work.height, work.frames, work.chunk) == (1024, 576, 25, 14)
+                 and config.name.startswith("svd"))
     for (stage, dtype), limit in TARGETS.items():
         if not full_size or stage not in result["svd_core"]:
             continue
@@ -361,7 +366,8 @@ def validate() -> bool:
         ratio = m / r if r else float("inf")
         good = abs(ratio - 1.0) <= 0.10
         ok &= good
-        log.info("%-14s %12.1f %12.1f %8.3f %s", stage, m / 2**20, r / 2**20, ratio, "ok" if good else "OFF BY MORE THAN 10%")
+        log.info("%-14s %12.1f %12.1f %8.3f %s", stage, m / 2**20, r / 2**20, ratio,
+                 "ok" if good else "OFF BY MORE THAN 10%")
     return ok
 
 
@@ -400,7 +406,8 @@ def main() -> int:
     result = model(config, work, device=args.device, peer=args.peer, stages=stages)
     print_table(config, work, result)
     if args.json:
-        args.json.write_text(json.dumps({"work": {k: str(v) for k, v in work.__dict__.items()}, "result": result}, indent=1))
+        settings = {k: str(v) for k, v in work.__dict__.items()}
+        args.json.write_text(json.dumps({"work": settings, "result": result}, indent=1))
     return 0
 
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 import svd_core.app.cli as cli
+import svd_core.app.render as render
 from svd_core import SVDConfig, save_random_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,14 +75,14 @@ def test_every_option_value_runs_or_is_refused_naming_it(files: tuple[Path, Path
     for k, v in base.items():
         argv += [k] if v is None else [f"{k}={v}"]  # "=": a value such as -inf is not read as an option
     loads: list[Any] = []
-    real_load = cli.load_models
+    real_load = render.load_models  # what the command line's open_models calls
 
     def counting(*a: Any, **k: Any) -> Any:
         loads.append(a)
         return real_load(*a, **k)
 
     caplog.clear()
-    cli.load_models = counting  # type: ignore[assignment]
+    render.load_models = counting  # type: ignore[assignment]
     try:
         with caplog.at_level(logging.INFO):
             try:
@@ -90,7 +90,7 @@ def test_every_option_value_runs_or_is_refused_naming_it(files: tuple[Path, Path
             except SystemExit as e:  # argparse: a value of the wrong type
                 rc = int(e.code) if isinstance(e.code, int) else 2
     finally:
-        cli.load_models = real_load  # type: ignore[assignment]
+        render.load_models = real_load  # type: ignore[assignment]
     said = caplog.text + capsys.readouterr().err
     event("ran" if rc == 0 else "refused")
     if rc == 0:
@@ -105,10 +105,15 @@ def test_every_option_value_runs_or_is_refused_naming_it(files: tuple[Path, Path
         assert "finite" in said or "invalid" in said
 
 
-def test_nan_guidance_is_refused_before_loading(files: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+def test_nan_guidance_is_refused_before_loading(files: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     ckpt, img, d = files
+    loads: list[Any] = []
+    monkeypatch.setattr(render, "load_models", lambda *a, **k: loads.append(a))
+    out = d / "nan.gif"
     with caplog.at_level(logging.ERROR):
-        rc = cli.main(["generate", "--checkpoint", str(ckpt), "--image", str(img), "--output", str(d / "x.gif"),
+        rc = cli.main(["generate", "--checkpoint", str(ckpt), "--image", str(img), "--output", str(out),
                        "--min-cfg", "nan"])
     assert rc == 2 and "--min-cfg must be a finite number" in caplog.text
-    assert torch.isfinite(torch.tensor(1.0))  # torch stays importable and untouched
+    assert not loads, "--min-cfg=nan was refused only after the checkpoint was loaded"
+    assert not out.exists()

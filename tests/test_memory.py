@@ -2,7 +2,8 @@
 
 Live bytes are counted on fake tensors: the real modules at full size, no GPU, deterministic. The
 formulas must stay above the count and near it; the count must agree with the kernel's own measure of
-a real run (bench/memory.py --validate, under the `slow` marker here; one stage in the default suite).
+a real run (bench/memory.py --validate and one stage of it, both under the `slow` marker: they measure a
+real process's resident size, which depends on the allocator and the machine).
 """
 from __future__ import annotations
 
@@ -72,6 +73,7 @@ def test_lean_pieces_cut_the_peak_the_whole_plan_would_reach() -> None:
     assert whole_peak > 2.5 * lean_peak, (whole_peak, lean_peak)
 
 
+@pytest.mark.slow
 def test_counting_agrees_with_the_kernels_resident_size() -> None:
     """One stage of bench/memory.py --validate: the decode's live-byte count on fake CPU tensors against
     VmHWM of a real run in a fresh process (every allocation mapped on its own)."""
@@ -84,7 +86,8 @@ def test_counting_agrees_with_the_kernels_resident_size() -> None:
     measured = json.loads(out.stdout.strip().splitlines()[-1])
     config = memory_model.validation_config()
     work = memory_model._validation_work("decode_chunk", 256, 192)
-    predicted = memory_model.model(config, work, device="cpu", stages=("decode_chunk",))["svd_core"]["decode_chunk"]["activations"]
+    counted = memory_model.model(config, work, device="cpu", stages=("decode_chunk",))["svd_core"]
+    predicted = counted["decode_chunk"]["activations"]
     assert abs(predicted / measured["rss_bytes"] - 1) <= 0.10, (predicted, measured)
     assert abs(measured["tracked_bytes"] / predicted - 1) <= 0.01, (predicted, measured)
 
