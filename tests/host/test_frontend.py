@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,8 @@ CHROMIUM = frontend.chromium_path()
 if CHROMIUM is None:
     pytest.skip("no Chromium found (apt install chromium, or set CHROMIUM_PATH): browser tests skipped",
                 allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.sync_api", reason="pip's playwright is not installed: browser tests skipped")
+playwright_api = pytest.importorskip("playwright.sync_api",
+                                     reason="pip's playwright is not installed: browser tests skipped")
 
 pytestmark = [pytest.mark.host, pytest.mark.browser]
 PACK = "comfyui-svd-exact"
