@@ -103,6 +103,31 @@ def conditional_denoiser(unet: UNet, positive: Conditioning, num_frames: int) ->
     return _preconditioned(unet, [positive], num_frames)
 
 
+def _denoiser(unet: UNet, positive: Conditioning, negative: Conditioning, scales: Tensor,
+              cfg_parallel: Any) -> Denoiser:
+    """The guided denoiser of a plain video: cond and uncond in one batch; cond alone when every scale is 1;
+    or the two halves on two ranks (cfg_parallel)."""
+    t = int(scales.shape[0])
+    if bool((scales == 1.0).all()):
+        return conditional_denoiser(unet, positive, t)
+    if cfg_parallel is not None:
+        mine = [negative, positive][check_group(cfg_parallel)]  # rank 0 uncond, rank 1 cond
+        return GuidedDenoiser(SplitGuidanceBatch(_preconditioned(unet, [mine], t), cfg_parallel), scales)
+    return guided_denoiser(unet, positive, negative, t, scales)
+
+
+def _start(noise: Tensor, latent: Tensor | None, sigma0: Tensor, *, full: bool) -> Tensor:
+    """The sampler's x at sigma0, "(b t)"-folded, float32 on sigma0's device: latent + noise * sqrt(1 + sigma0^2)
+    for a full denoise (the reference's prepare_sampling_loop), latent + noise * sigma0 for a partial one."""
+    scale = initial_noise_scale(sigma0) if full else sigma0
+    x = rearrange(noise, "b t c h w -> (b t) c h w").to(sigma0.device, torch.float32) * scale
+    if latent is None:
+        return x
+    if latent.shape != noise.shape:
+        raise ValueError(f"latent must have the noise's shape {tuple(noise.shape)}, got {tuple(latent.shape)}")
+    return x + rearrange(latent, "b t c h w -> (b t) c h w").to(sigma0.device, torch.float32)
+
+
 def sample_video(
     unet: UNet,
     positive: Conditioning,
@@ -172,22 +197,10 @@ def sample_video(
     device = execution_device(unet)
     scales = guidance_scales(guidance, t, min_cfg, max_cfg)
     sigmas = SCHEDULES[spec.schedule](num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, denoise=denoise).to(device)
-    denoiser: Denoiser
-    if bool((scales == 1.0).all()):
-        denoiser = conditional_denoiser(unet, positive, t)
-    elif cfg_parallel is not None:
-        mine = [negative, positive][check_group(cfg_parallel)]  # rank 0 uncond, rank 1 cond
-        denoiser = GuidedDenoiser(SplitGuidanceBatch(_preconditioned(unet, [mine], t), cfg_parallel), scales)
-    else:
-        denoiser = guided_denoiser(unet, positive, negative, t, scales)
+    denoiser = _denoiser(unet, positive, negative, scales, cfg_parallel)
     if denoiser_wrapper is not None:
         denoiser = denoiser_wrapper(denoiser)
-    start = initial_noise_scale(sigmas[0]) if denoise == 1.0 else sigmas[0]
-    x = rearrange(noise, "b t c h w -> (b t) c h w").to(device, torch.float32) * start
-    if latent is not None:
-        if latent.shape != noise.shape:
-            raise ValueError(f"latent must have the noise's shape {tuple(noise.shape)}, got {tuple(latent.shape)}")
-        x = x + rearrange(latent, "b t c h w -> (b t) c h w").to(device, torch.float32)
+    x = _start(noise, latent, sigmas[0], full=denoise == 1.0)
     step_hook: StepHook | None = None
     if hold is not None:
         step_hook = hold.hook(noise.to(device, torch.float32))
