@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import save_file
 
-from ...nets.image_encoder import CLIP_MEAN, CLIP_STD
 from ...diffusion.sampling import SIGMA_MAX, SIGMA_MIN
+from ...nets.image_encoder import CLIP_MEAN, CLIP_STD
 from . import image_encoder as convert_image_encoder
 from . import unet as convert_unet
 from . import vae as convert_vae
@@ -67,13 +67,14 @@ MODEL_INDEX: dict[str, Any] = {
 }
 
 
-def _write(folder: Path, config: dict[str, Any], weights: dict[str, torch.Tensor], config_name: str, weights_name: str) -> None:
+def _write(folder: Path, config: dict[str, Any], weights: dict[str, torch.Tensor], config_name: str,
+           weights_name: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / config_name).write_text(json.dumps(config, indent=1))
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(folder / weights_name))
 
 
-def save_diffusers_folder(models: "SVDModels", folder: str | os.PathLike[str], *, pipeline_files: bool = True) -> Path:
+def save_diffusers_folder(models: SVDModels, folder: str | os.PathLike[str], *, pipeline_files: bool = True) -> Path:
     """Write unet/, vae/, image_encoder/ (and, with `pipeline_files`, scheduler/, feature_extractor/ and
     model_index.json) so that diffusers' StableVideoDiffusionPipeline loads the same weights."""
     root = Path(folder)
@@ -89,6 +90,7 @@ def save_diffusers_folder(models: "SVDModels", folder: str | os.PathLike[str], *
         (root / "scheduler").mkdir(parents=True, exist_ok=True)
         (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=1))
         (root / "feature_extractor").mkdir(parents=True, exist_ok=True)
-        (root / "feature_extractor" / "preprocessor_config.json").write_text(json.dumps(FEATURE_EXTRACTOR_CONFIG, indent=1))
+        preprocessor = json.dumps(FEATURE_EXTRACTOR_CONFIG, indent=1)
+        (root / "feature_extractor" / "preprocessor_config.json").write_text(preprocessor)
         (root / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=1))
     return root

@@ -28,7 +28,6 @@ import torch
 from torch import Tensor
 
 from ...nets.image_encoder import LAYER_NORM_EPS, ImageEncoderConfig
-
 from . import ConversionError
 
 SUBFOLDER = "image_encoder"  # where a diffusers folder keeps this part
@@ -93,7 +92,7 @@ def to_folder(sd: dict[str, Tensor]) -> dict[str, Tensor]:
             out[dst + theirs] = _take(sd, src + ours, used, "image tower")
         for kind in ("weight", "bias"):
             fused = _take(sd, f"{src}attn.in_proj_{kind}", used, "image tower")  # (3*D, ...) q, k, v
-            for name, part in zip(_QKV, fused.chunk(3, dim=0)):
+            for name, part in zip(_QKV, fused.chunk(3, dim=0), strict=True):
                 out[f"{dst}self_attn.{name}.{kind}"] = part
     out[_PROJ_THEIRS] = _take(sd, "proj", used, "image tower").t()  # (E, D)
     unknown = sorted(set(sd) - used)

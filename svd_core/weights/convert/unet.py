@@ -29,7 +29,6 @@ from typing import Any
 from torch import Tensor
 
 from ...nets.unet import UNetConfig
-
 from . import ConversionError
 
 SUBFOLDER = "unet"  # where a diffusers folder keeps this part
@@ -97,7 +96,8 @@ def _table(num_levels: int, num_res_blocks: int, attention_levels: tuple[int, ..
             if attention:
                 rows.append((f"output_blocks.{k}.1.", f"up_blocks.{up}.attentions.{j}.", _ATTN))
             if level > 0 and j == num_res_blocks:
-                rows.append((f"output_blocks.{k}.{2 if attention else 1}.conv.", f"up_blocks.{up}.upsamplers.0.conv.", _LEAF))
+                rows.append((f"output_blocks.{k}.{2 if attention else 1}.conv.", f"up_blocks.{up}.upsamplers.0.conv.",
+                             _LEAF))
             k += 1
     return rows
 
@@ -140,7 +140,8 @@ def from_folder(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
             if m.group(2) == "attentions":
                 attention.add(int(m.group(1)))
     if not found:
-        raise ConversionError("not a diffusers UNetSpatioTemporalConditionModel state dict: no 'down_blocks.N.resnets.' tensors")
+        raise ConversionError("not a diffusers UNetSpatioTemporalConditionModel state dict: "
+                              "no 'down_blocks.N.resnets.' tensors")
     num_levels = max(found) + 1
     num_res_blocks = len(found[0])
     return _rename(sd, _table(num_levels, num_res_blocks, tuple(sorted(attention))), forward=False)
@@ -160,7 +161,8 @@ def folder_config(cfg: UNetConfig, num_frames: int = 25, sample_size: int = 96) 
         "in_channels": cfg.in_channels,
         "out_channels": cfg.out_channels,
         "down_block_types": [
-            "CrossAttnDownBlockSpatioTemporal" if i in cfg.attention_levels else "DownBlockSpatioTemporal" for i in levels
+            "CrossAttnDownBlockSpatioTemporal" if i in cfg.attention_levels else "DownBlockSpatioTemporal"
+            for i in levels
         ],
         "up_block_types": [
             "CrossAttnUpBlockSpatioTemporal" if i in cfg.attention_levels else "UpBlockSpatioTemporal"

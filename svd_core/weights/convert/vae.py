@@ -14,13 +14,13 @@ from typing import Any
 from torch import Tensor
 
 from ...nets.vae import VAEConfig
-
 from . import ConversionError
 
 SUBFOLDER = "vae"  # where a diffusers folder keeps this part
 
 # sub-layers of a spatial resnet block: ours -> diffusers ResnetBlock2D
-_RESNET = [("norm1", "norm1"), ("conv1", "conv1"), ("norm2", "norm2"), ("conv2", "conv2"), ("nin_shortcut", "conv_shortcut")]
+_RESNET = [("norm1", "norm1"), ("conv1", "conv1"), ("norm2", "norm2"), ("conv2", "conv2"),
+           ("nin_shortcut", "conv_shortcut")]
 # sub-layers of a VideoResBlock -> SpatioTemporalResBlock; the time_stack Sequential indices
 # (in_layers = [norm, SiLU, conv], out_layers = [norm, SiLU, Dropout, conv]) -> TemporalResnetBlock
 _VIDEO_RESNET = [(a, f"spatial_res_block.{b}") for a, b in _RESNET] + [
@@ -35,7 +35,8 @@ _ATTN_MATRICES = ("q", "k", "v", "proj_out")
 
 def _rows() -> list[tuple[str, str]]:
     rows = [("encoder.conv_in", "encoder.conv_in")]
-    rows += [(f"encoder.down.{{i}}.block.{{j}}.{a}", f"encoder.down_blocks.{{i}}.resnets.{{j}}.{b}") for a, b in _RESNET]
+    rows += [(f"encoder.down.{{i}}.block.{{j}}.{a}", f"encoder.down_blocks.{{i}}.resnets.{{j}}.{b}")
+             for a, b in _RESNET]
     rows += [("encoder.down.{i}.downsample.conv", "encoder.down_blocks.{i}.downsamplers.0.conv")]
     for part in ("encoder", "decoder"):
         blocks = _RESNET if part == "encoder" else _VIDEO_RESNET
@@ -44,13 +45,15 @@ def _rows() -> list[tuple[str, str]]:
         rows += [(f"{part}.mid.attn_1.{a}", f"{part}.mid_block.attentions.0.{b}") for a, b in _ATTN]
     rows += [("encoder.norm_out", "encoder.conv_norm_out"), ("encoder.conv_out", "encoder.conv_out")]
     rows += [("quant_conv", "quant_conv"), ("decoder.conv_in", "decoder.conv_in")]
-    rows += [(f"decoder.up.{{u}}.block.{{j}}.{a}", f"decoder.up_blocks.{{u}}.resnets.{{j}}.{b}") for a, b in _VIDEO_RESNET]
+    rows += [(f"decoder.up.{{u}}.block.{{j}}.{a}", f"decoder.up_blocks.{{u}}.resnets.{{j}}.{b}")
+             for a, b in _VIDEO_RESNET]
     rows += [("decoder.up.{u}.upsample.conv", "decoder.up_blocks.{u}.upsamplers.0.conv")]
     rows += [("decoder.norm_out", "decoder.conv_norm_out"), ("decoder.conv_out", "decoder.conv_out")]
     rows += [("decoder.conv_out.time_mix_conv", "decoder.time_conv_out")]
     table = [(f"{a}.{{p}}", f"{b}.{{p}}") for a, b in rows]
     # the learned blend factor is a bare parameter, not a layer with weight/bias
-    table += [(f"decoder.mid.block_{k}.mix_factor", f"decoder.mid_block.resnets.{k - 1}.time_mixer.mix_factor") for k in (1, 2)]
+    table += [(f"decoder.mid.block_{k}.mix_factor", f"decoder.mid_block.resnets.{k - 1}.time_mixer.mix_factor")
+              for k in (1, 2)]
     table += [("decoder.up.{u}.block.{j}.mix_factor", "decoder.up_blocks.{u}.resnets.{j}.time_mixer.mix_factor")]
     return table
 
