@@ -18,6 +18,7 @@ import torch
 
 from ..config import PRESETS, SVDConfig, preset_for_filename
 from ..nets.layers import Ops, set_execution
+from ..speed import compile_models
 from . import detect, dtypes, rename, shapes
 from .detect import COMFY_CLIP_PREFIXES, UNET_PREFIX, made_tensor
 from .dtypes import WEIGHT_DTYPES
@@ -120,8 +121,6 @@ def load_models(
     log.info("loaded %s from '%s'%s as %s (VAE %s) on %s", config.name, path,
              f" with the UNet of '{paths['unet']}'" if unet is not None else "", dtype, vae_dtype or dtype, device)
     if compile:
-        from ..speed import compile_models
-
         compile_models(models)
     return models
 
