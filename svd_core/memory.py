@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 import torch
 
 from .nets.image_encoder import ImageEncoderConfig
-from .nets.pieces import Plan, current_plan
+from .nets.pieces import PieceSizes, current_piece_sizes
 from .nets.unet import UNetConfig
 from .nets.vae import VAEConfig
 
 __all__ = ["image_encoder_bytes", "vae_encoder_bytes", "unet_step_bytes", "decode_bytes"]
 
-F32 = 4  # bytes of a float32 element: GroupNorm32 / LayerNorm32 upcasts, EDM arithmetic
+FLOAT32_BYTES = 4  # bytes of a float32 element: GroupNorm32 / LayerNorm32 upcasts, EDM arithmetic
 
 
-def _size(dtype: torch.dtype) -> int:
+def _element_bytes(dtype: torch.dtype) -> int:
+    """Bytes of one element of `dtype`."""
     return torch.empty((), dtype=dtype).element_size()
 
 
@@ -55,33 +56,34 @@ class _Ledger:
 
 # --- UNet ------------------------------------------------------------------------------------------
 
-def _unet_res(ledger: _Ledger, plan: Plan, n: int, cin: int, cout: int, hw: tuple[int, int], e: int,
+def _unet_res(ledger: _Ledger, sizes: PieceSizes, n: int, cin: int, cout: int, hw: tuple[int, int], e: int,
               release: tuple[int, ...] = ()) -> int:
     """VideoResBlock: spatial output, its per-group working set, the inputs in `release` let go, then
     the temporal block's kept intermediate and per-slice working set. Returns the output's bytes."""
     p = hw[0] * hw[1]
-    g = _per_piece(n, max(cin, cout) * p, plan.group_elements)
+    g = _per_piece(n, max(cin, cout) * p, sizes.group_elements)
     # per group: concatenated input, its float32 copy and norm, the cast, SiLU, conv, + emb, norm, conv, skip
-    ledger.transient(g * p * (cin * (e + 2 * F32) + cout * (4 * e + 2 * F32)))
+    ledger.transient(g * p * (cin * (e + 2 * FLOAT32_BYTES) + cout * (4 * e + 2 * FLOAT32_BYTES)))
     out = ledger.alloc(n * cout * p * e)
     for b in release:
         ledger.free(b)
     kept = ledger.alloc(n * cout * p * e)  # keep_intermediate=True
-    rows = _per_piece(hw[0], n * cout * hw[1], plan.slice_elements)  # one slice: rows of every frame
-    ledger.transient(n * cout * rows * hw[1] * (2 * F32 + 3 * e))
+    rows = _per_piece(hw[0], n * cout * hw[1], sizes.slice_elements)  # one slice: rows of every frame
+    ledger.transient(n * cout * rows * hw[1] * (2 * FLOAT32_BYTES + 3 * e))
     ledger.free(kept)
     return out
 
 
-def _unet_transformer(ledger: _Ledger, plan: Plan, n: int, c: int, hw: tuple[int, int], frames: int, e: int) -> int:
+def _unet_transformer(ledger: _Ledger, sizes: PieceSizes, n: int, c: int, hw: tuple[int, int], frames: int,
+                      e: int) -> int:
     """SpatialVideoTransformer: tokens z, chunked attention / feed-forward working sets, the output."""
     p = hw[0] * hw[1]
     z = ledger.alloc(n * c * p * e)
-    g = _per_piece(n, 4 * p * c, plan.group_elements)
+    g = _per_piece(n, 4 * p * c, sizes.group_elements)
     ledger.transient(g * p * c * 6 * e)  # LayerNorm, q, k, v, attention output, projection of one group
-    rows = _per_piece(n * p, 8 * c, plan.token_elements)
+    rows = _per_piece(n * p, 8 * c, sizes.token_elements)
     ledger.transient(rows * c * 15 * e)  # LayerNorm, the 8C GEGLU projection, gelu, product, output
-    positions = _per_piece(p, 8 * c * frames, plan.token_elements)
+    positions = _per_piece(p, 8 * c * frames, sizes.token_elements)
     ledger.transient(positions * frames * c * 17 * e)  # a chunk of the temporal block: copy + the same
     out = ledger.alloc(n * c * p * e)
     ledger.free(z)
@@ -89,18 +91,19 @@ def _unet_transformer(ledger: _Ledger, plan: Plan, n: int, c: int, hw: tuple[int
 
 
 def unet_step_bytes(cfg: UNetConfig, videos: int, frames: int, height: int, width: int, dtype: torch.dtype,
-                    *, downscale: int = 8, plan: Plan | None = None) -> int:
+                    *, downscale: int = 8, piece_sizes: PieceSizes | None = None) -> int:
     """Activation peak of one guided denoiser call (cond + uncond: 2 x videos x frames rows) and its
-    Euler update, at `height` x `width` pixels with UNet weights in `dtype`."""
-    plan = plan or current_plan()
-    e = _size(dtype)
+    Euler update, at `height` x `width` pixels with UNet weights in `dtype`, cut into `piece_sizes` (default:
+    those in force, `current_piece_sizes()`)."""
+    sizes = piece_sizes or current_piece_sizes()
+    e = _element_bytes(dtype)
     n = 2 * videos * frames
     h, w = height // downscale, width // downscale
     ledger = _Ledger()
     # EDM wrapper and guidance: x (float32), its doubled copy, the network input in dtype with the
     # conditioning latent concatenated, the output and D in float32, the guided result
     io = n * h * w * cfg.out_channels
-    ledger.alloc(io * (3 * F32) + n * h * w * cfg.in_channels * e)
+    ledger.alloc(io * (3 * FLOAT32_BYTES) + n * h * w * cfg.in_channels * e)
     channels = [cfg.model_channels * m for m in cfg.channel_mult]
     levels = len(channels)
     hw = (h, w)
@@ -108,10 +111,10 @@ def unet_step_bytes(cfg: UNetConfig, videos: int, frames: int, height: int, widt
     ch = cfg.model_channels
     for level, c in enumerate(channels):
         for _ in range(cfg.num_res_blocks):
-            out = _unet_res(ledger, plan, n, ch, c, hw, e)
+            out = _unet_res(ledger, sizes, n, ch, c, hw, e)
             ch = c
             if level in cfg.attention_levels:
-                t = _unet_transformer(ledger, plan, n, c, hw, frames, e)
+                t = _unet_transformer(ledger, sizes, n, c, hw, frames, e)
                 ledger.free(out)
                 out = t
             skips.append((c, out))
@@ -119,24 +122,24 @@ def unet_step_bytes(cfg: UNetConfig, videos: int, frames: int, height: int, widt
             hw = ((hw[0] + 1) // 2, (hw[1] + 1) // 2)
             skips.append((ch, ledger.alloc(n * ch * hw[0] * hw[1] * e)))
     # middle: res (its input is a skip, kept), transformer, res
-    a = _unet_res(ledger, plan, n, ch, ch, hw, e)
-    t = _unet_transformer(ledger, plan, n, ch, hw, frames, e)
+    a = _unet_res(ledger, sizes, n, ch, ch, hw, e)
+    t = _unet_transformer(ledger, sizes, n, ch, hw, frames, e)
     ledger.free(a)
-    h_bytes = _unet_res(ledger, plan, n, ch, ch, hw, e, release=(t,))
+    h_bytes = _unet_res(ledger, sizes, n, ch, ch, hw, e, release=(t,))
     for level in reversed(range(levels)):
         c = channels[level]
         for i in range(cfg.num_res_blocks + 1):
             skip_c, skip_b = skips.pop()
             # h and its skip are let go once the spatial part has used them
-            out = _unet_res(ledger, plan, n, ch + skip_c, c, hw, e, release=(h_bytes, skip_b))
+            out = _unet_res(ledger, sizes, n, ch + skip_c, c, hw, e, release=(h_bytes, skip_b))
             ch = c
             if level in cfg.attention_levels:
-                t = _unet_transformer(ledger, plan, n, c, hw, frames, e)
+                t = _unet_transformer(ledger, sizes, n, c, hw, frames, e)
                 ledger.free(out)
                 out = t
             if level > 0 and i == cfg.num_res_blocks:
                 p = hw[0] * hw[1]
-                g = _per_piece(n, 4 * c * p, plan.group_elements)
+                g = _per_piece(n, 4 * c * p, sizes.group_elements)
                 ledger.transient(g * c * 4 * p * 2 * e)  # nearest copy and conv of one group
                 up = ledger.alloc(n * c * 4 * p * e)
                 ledger.free(out)
@@ -144,32 +147,33 @@ def unet_step_bytes(cfg: UNetConfig, videos: int, frames: int, height: int, widt
                 hw = (2 * hw[0], 2 * hw[1])
             h_bytes = out
     p = hw[0] * hw[1]
-    g = _per_piece(n, ch * p, plan.group_elements)
-    ledger.transient(g * ch * p * (2 * F32 + 2 * e))  # output GroupNorm32 of one group
+    g = _per_piece(n, ch * p, sizes.group_elements)
+    ledger.transient(g * ch * p * (2 * FLOAT32_BYTES + 2 * e))  # output GroupNorm32 of one group
     return ledger.peak
 
 
 # --- temporal decoder ---------------------------------------------------------------------------------
 
-def _decoder_slice(plan: Plan, n: int, c: int, hw: tuple[int, int], e: int) -> int:
+def _decoder_slice(sizes: PieceSizes, n: int, c: int, hw: tuple[int, int], e: int) -> int:
     """Working set of one spatial slice of a temporal block: gathered rows, float32 normalisation,
     cast, SiLU, (k,1,1) convolution and the blend."""
-    rows = _per_piece(hw[0], n * c * hw[1], plan.slice_elements)
-    return n * c * rows * hw[1] * (2 * F32 + 4 * e)
+    rows = _per_piece(hw[0], n * c * hw[1], sizes.slice_elements)
+    return n * c * rows * hw[1] * (2 * FLOAT32_BYTES + 4 * e)
 
 
 def decode_bytes(cfg: VAEConfig, frames: int, height: int, width: int, dtype: torch.dtype,
-                 *, plan: Plan | None = None) -> int:
+                 *, piece_sizes: PieceSizes | None = None) -> int:
     """Activation peak of decoding one chunk of `frames` latents to `height` x `width` frames with the
-    temporal decoder in `dtype` (decode_latents, including its float32 frames)."""
-    plan = plan or current_plan()
-    e = _size(dtype)
+    temporal decoder in `dtype` (decode_latents, including its float32 frames), cut into `piece_sizes`
+    (default: those in force, `current_piece_sizes()`)."""
+    sizes = piece_sizes or current_piece_sizes()
+    e = _element_bytes(dtype)
     widths = [cfg.ch * m for m in cfg.ch_mult]
     levels = len(widths)
     f = cfg.downscale
     h, w = height // f, width // f
     ledger = _Ledger()
-    ledger.alloc(frames * cfg.latent_channels * h * w * (F32 + e))  # the chunk, scaled, in dtype
+    ledger.alloc(frames * cfg.latent_channels * h * w * (FLOAT32_BYTES + e))  # the chunk, scaled, in dtype
     ch = widths[-1]
     res_h, res_w = h, w
     clip = ledger.alloc(frames * ch * h * w * e)
@@ -181,11 +185,11 @@ def decode_bytes(cfg: VAEConfig, frames: int, height: int, width: int, dtype: to
             p = res_h * res_w
             if upsampled:  # the previous level's upsampling fused into this block: per group, the 4x
                 # nearest copy and its conv at the old width, the block's norm and SiLU, its output
-                g = _per_piece(frames, 4 * max(ch, c) * p // 4, plan.group_elements)
+                g = _per_piece(frames, 4 * max(ch, c) * p // 4, sizes.group_elements)
                 work = g * p * (3 * ch + 2 * c) * e
                 upsampled = False
             else:
-                g = _per_piece(frames, max(ch, c) * p, plan.group_elements)
+                g = _per_piece(frames, max(ch, c) * p, sizes.group_elements)
                 work = g * p * (2 * ch + 2 * c) * e
             # FrameGroups.map_ frees each old group once its frames are done: at worst the whole new
             # clip, one old group and the working set of one new group are alive together
@@ -195,14 +199,14 @@ def decode_bytes(cfg: VAEConfig, frames: int, height: int, width: int, dtype: to
             ledger.transient(new + old_group + work)
             clip = ledger.alloc(new)
             group, ch = g, c
-            ledger.transient(_decoder_slice(plan, frames, c, (res_h, res_w), e))
+            ledger.transient(_decoder_slice(sizes, frames, c, (res_h, res_w), e))
         if level != 0:
             res_h, res_w = 2 * res_h, 2 * res_w
             upsampled = True
     p = res_h * res_w
     ledger.alloc(frames * cfg.out_channels * p * e)  # the decoded frames
     ledger.free(clip)
-    ledger.alloc(frames * cfg.out_channels * p * (e + 2 * F32))  # time_mix_conv, float32 frames, clamped
+    ledger.alloc(frames * cfg.out_channels * p * (e + 2 * FLOAT32_BYTES))  # time_mix_conv, float32 frames, clamped
     return ledger.peak
 
 
@@ -211,8 +215,8 @@ def decode_bytes(cfg: VAEConfig, frames: int, height: int, width: int, dtype: to
 def vae_encoder_bytes(cfg: VAEConfig, images: int, height: int, width: int, dtype: torch.dtype) -> int:
     """Activation peak of VAE-encoding `images` conditioning frames: at full resolution, the input, a
     res-block's input and output and its two normalised copies; the middle attention's scores if a
-    backend keeps them (bounded by the plan)."""
-    e = _size(dtype)
+    backend keeps them (bounded by PieceSizes.score_elements)."""
+    e = _element_bytes(dtype)
     p = height * width
     full = images * cfg.ch * p * e
     mid = images * (p // cfg.downscale**2) * cfg.ch * cfg.ch_mult[-1] * e
@@ -222,8 +226,8 @@ def vae_encoder_bytes(cfg: VAEConfig, images: int, height: int, width: int, dtyp
 def image_encoder_bytes(cfg: ImageEncoderConfig, images: int, height: int, width: int, dtype: torch.dtype) -> int:
     """Activation peak of CLIP-encoding `images` frames: the float32 frame and its antialiased resize,
     then one transformer block on 1 + grid^2 tokens (LayerNorm32 copies, q/k/v, the MLP)."""
-    e = _size(dtype)
-    frame = images * 3 * height * width * F32 * 3
+    e = _element_bytes(dtype)
+    frame = images * 3 * height * width * FLOAT32_BYTES * 3
     tokens = images * (cfg.grid**2 + 1)
-    block = tokens * (cfg.width * (2 * F32 + 8 * e) + cfg.mlp_width * 2 * e)
+    block = tokens * (cfg.width * (2 * FLOAT32_BYTES + 8 * e) + cfg.mlp_width * 2 * e)
     return frame + block

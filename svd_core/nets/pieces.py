@@ -2,8 +2,8 @@
 
 Every function here computes what the plain layer sequence computes, element for element (only the
 summation order of a reduction may differ), while holding a piece of the big activations at a time.
-Piece sizes come from a `Plan` of constants (or one the user sets with `use_plan`), never from free
-memory, so a video never depends on the machine it was made on.
+Piece sizes come from `PieceSizes`, constants (or sizes the user sets with `use_piece_sizes`), never from
+free memory, so a video never depends on the machine it was made on.
 
 Three kinds of pieces:
 - frame groups (`frame_groups`): per-frame layers (2-D convolutions, per-frame GroupNorm, spatial
@@ -33,7 +33,8 @@ from einops import rearrange
 from torch import Tensor, nn
 
 __all__ = [
-    "Plan", "DEFAULT_PLAN", "current_plan", "use_plan", "frame_groups", "row_chunks", "map_frame_groups",
+    "PieceSizes", "DEFAULT_PIECE_SIZES", "current_piece_sizes", "use_piece_sizes", "frame_groups", "row_chunks",
+    "map_frame_groups",
     "cast_param", "group_norm32", "layer_norm32", "GroupStats", "attention", "FrameGroups", "temporal_block_",
 ]
 
@@ -44,7 +45,7 @@ MAX_ATTENTION_BATCH = 32768
 
 
 @dataclass(frozen=True)
-class Plan:
+class PieceSizes:
     """Piece sizes, in elements of the widest tensor a piece makes (2**25 elements = 64 MiB in fp16).
 
     The defaults keep one UNet step of SVD-XT at 1024x576 under 6 GiB and one 14-frame decode chunk
@@ -61,25 +62,35 @@ class Plan:
         for name in ("group_elements", "token_elements", "slice_elements", "score_elements"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Plan.{name} must be a positive integer, got {value!r}")
+                raise ValueError(f"PieceSizes.{name} must be a positive integer, got {value!r}")
 
 
-DEFAULT_PLAN = Plan()
-_PLAN: contextvars.ContextVar[Plan] = contextvars.ContextVar("svd_core_lean_plan", default=DEFAULT_PLAN)
+DEFAULT_PIECE_SIZES = PieceSizes()
+_PIECE_SIZES: contextvars.ContextVar[PieceSizes] = contextvars.ContextVar("svd_core_piece_sizes",
+                                                                          default=DEFAULT_PIECE_SIZES)
 
 
-def current_plan() -> Plan:
-    return _PLAN.get()
+def current_piece_sizes() -> PieceSizes:
+    """The piece sizes in force: DEFAULT_PIECE_SIZES, or those of the innermost `use_piece_sizes` block."""
+    return _PIECE_SIZES.get()
 
 
 @contextlib.contextmanager
-def use_plan(plan: Plan) -> Iterator[Plan]:
+def use_piece_sizes(sizes: PieceSizes) -> Iterator[PieceSizes]:
     """Run the block with other piece sizes (tests use tiny pieces to exercise every cut)."""
-    token = _PLAN.set(plan)
+    token = _PIECE_SIZES.set(sizes)
     try:
-        yield plan
+        yield sizes
     finally:
-        _PLAN.reset(token)
+        _PIECE_SIZES.reset(token)
+
+
+# The names of earlier releases (when this module was svd_core.lean), kept so that user code still runs:
+# `svd_core.Plan` and `svd_core.use_plan` are public.
+Plan = PieceSizes
+DEFAULT_PLAN = DEFAULT_PIECE_SIZES
+current_plan = current_piece_sizes
+use_plan = use_piece_sizes
 
 
 def _pieces(n: int, per_item: int, budget: int) -> list[slice]:
@@ -91,12 +102,12 @@ def _pieces(n: int, per_item: int, budget: int) -> list[slice]:
 def frame_groups(n: int, per_frame: int) -> list[slice]:
     """Groups of the n frames of a "(b t)" batch for per-frame layers; per_frame: elements of the
     widest tensor one frame makes."""
-    return _pieces(n, per_frame, current_plan().group_elements)
+    return _pieces(n, per_frame, current_piece_sizes().group_elements)
 
 
 def row_chunks(n: int, per_row: int) -> list[slice]:
     """Chunks of n token rows for token-wise layers; per_row: the widest feature width."""
-    return _pieces(n, per_row, current_plan().token_elements)
+    return _pieces(n, per_row, current_piece_sizes().token_elements)
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
@@ -112,7 +123,8 @@ def map_frame_groups(fn: Callable[[slice], Tensor], n: int, per_frame: int) -> T
     first = fn(groups[0])
     if len(groups) == 1:
         return first
-    out = torch.empty((n, *first.shape[1:]), dtype=first.dtype, device=first.device, memory_format=_memory_format(first))
+    out = torch.empty((n, *first.shape[1:]), dtype=first.dtype, device=first.device,
+                      memory_format=_memory_format(first))
     out[groups[0]] = first
     del first
     for g in groups[1:]:
@@ -136,12 +148,14 @@ def _affine32(norm: nn.Module, like: Tensor) -> tuple[Tensor | None, Tensor | No
             None if b is None else cast_param(b, like, torch.float32))
 
 
+# A norm layer is typed nn.Module (a host's classes subclass torch.nn's), whose attributes type as
+# Tensor | Module: its plain fields are read through getattr.
 def _groups(norm: nn.Module) -> int:
-    return int(getattr(norm, "num_groups"))
+    return int(getattr(norm, "num_groups"))  # noqa: B009
 
 
 def _eps(norm: nn.Module) -> float:
-    return float(getattr(norm, "eps"))
+    return float(getattr(norm, "eps"))  # noqa: B009
 
 
 def group_norm32(norm: nn.Module, x: Tensor) -> Tensor:
@@ -155,7 +169,7 @@ def group_norm32(norm: nn.Module, x: Tensor) -> Tensor:
 def layer_norm32(norm: nn.Module, x: Tensor) -> Tensor:
     """LayerNorm computed in float32 and cast back (open_clip's LayerNorm for half precision)."""
     w, b = _affine32(norm, x)
-    shape = tuple(getattr(norm, "normalized_shape"))
+    shape = tuple(getattr(norm, "normalized_shape"))  # noqa: B009 (see _groups)
     return F.layer_norm(x.float(), shape, w, b, _eps(norm)).to(x.dtype)
 
 
@@ -218,10 +232,10 @@ class GroupStats:
 def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """softmax(q k^T / sqrt(d)) v for (N, heads, L, d) tensors (scaled_dot_product_attention's default
     scale), split over the batch (CUDA grid limit) and over queries (so that even a backend that keeps
-    the score matrix holds at most Plan.score_elements of it). Each query row is independent: exact."""
+    the score matrix holds at most PieceSizes.score_elements of it). Each query row is independent: exact."""
     n, heads, lq, lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
-    batch_step = min(MAX_ATTENTION_BATCH, max(1, current_plan().score_elements // max(1, heads * lk)))
-    q_step = max(1, current_plan().score_elements // max(1, min(n, batch_step) * heads * lk))
+    batch_step = min(MAX_ATTENTION_BATCH, max(1, current_piece_sizes().score_elements // max(1, heads * lk)))
+    q_step = max(1, current_piece_sizes().score_elements // max(1, min(n, batch_step) * heads * lk))
     if n <= batch_step and lq <= q_step:
         return F.scaled_dot_product_attention(q, k, v)
     out = q.new_empty(q.shape[:-1] + v.shape[-1:])
@@ -325,7 +339,7 @@ def temporal_block_(
     def piece(r: slice) -> Tensor:  # (B, C, T, rows, W)
         return rearrange(groups.rows(r), "(b t) c h w -> b c t h w", t=num_frames)
 
-    slices = _pieces(height, n * c * width, current_plan().slice_elements)
+    slices = _pieces(height, n * c * width, current_piece_sizes().slice_elements)
     if len(slices) == 1:  # small enough to be one piece: the plain layer sequence
         xs = piece(slices[0])
         h = in_layers[2](F.silu(group_norm32(norm_in, xs)))

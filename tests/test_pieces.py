@@ -1,7 +1,7 @@
 """svd_core.nets.pieces: cutting activations into pieces changes memory, not results.
 
-Every test runs the same module twice, whole (the default plan: at these sizes nothing is cut) and cut
-into the smallest pieces a plan allows (one frame, one token row, one image row per piece), and asks
+Every test runs the same module twice, whole (the default piece sizes: at these sizes nothing is cut) and
+cut into the smallest pieces PieceSizes allows (one frame, one token row, one image row per piece), and asks
 for the same numbers: within 1e-5 in float32 on the tiny and the medium model.
 """
 from __future__ import annotations
@@ -18,18 +18,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from svd_core import lean
+from svd_core import decode_latents
+from svd_core.nets import pieces
 from svd_core.nets.image_encoder import ImageEncoder, ImageEncoderConfig
 from svd_core.nets.layers import compute_dtype, execution_device, set_execution
-from svd_core.video.pipeline import decode_latents
-from svd_core.weights.random_weights import randomize_
 from svd_core.nets.unet import UNet, UNetConfig
 from svd_core.nets.vae import VAE, VAEConfig
+from svd_core.weights.random_weights import randomize_
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from compare import make_config  # noqa: E402
 
-SMALLEST = lean.Plan(group_elements=1, token_elements=1, slice_elements=1, score_elements=1)
+SMALLEST = pieces.PieceSizes(group_elements=1, token_elements=1, slice_elements=1, score_elements=1)
 MEDIUM = make_config("medium", 8, 128, 128)
 
 
@@ -55,7 +55,8 @@ def vae(request: pytest.FixtureRequest) -> VAE:
     return _spread_mix_factors(randomize_(VAE(cfg), 5), 6).eval()
 
 
-def _unet_inputs(cfg: UNetConfig, b: int, t: int, h: int, w: int, tokens: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+def _unet_inputs(cfg: UNetConfig, b: int, t: int, h: int, w: int, tokens: int,
+                 seed: int = 0) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     n = b * t
     return (torch.randn(n, cfg.in_channels, h, w, generator=g), torch.randn(n, generator=g),
@@ -68,10 +69,10 @@ def test_unet_in_pieces_equals_whole(unet: UNet, tokens: int) -> None:
     before = [a.clone() for a in args]
     with torch.inference_mode():
         whole = unet(*args, num_frames=5)
-        with lean.use_plan(SMALLEST):
-            pieces = unet(*args, num_frames=5)
-    torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-5)
-    for a, b in zip(args, before):
+        with pieces.use_piece_sizes(SMALLEST):
+            cut = unet(*args, num_frames=5)
+    torch.testing.assert_close(cut, whole, rtol=0, atol=1e-5)
+    for a, b in zip(args, before, strict=True):
         assert torch.equal(a, b), "the UNet changed its input"
 
 
@@ -80,17 +81,17 @@ def test_decoder_in_pieces_gives_the_same_frames(vae: VAE) -> None:
     z = torch.randn(2, 5, vae.config.latent_channels, 12, 16, generator=g) * 3.0  # 2 videos of 5 frames
     before = z.clone()
     whole = decode_latents(vae, z, decode_chunk_size=5)
-    with lean.use_plan(SMALLEST):
-        pieces = decode_latents(vae, z, decode_chunk_size=5)
+    with pieces.use_piece_sizes(SMALLEST):
+        cut = decode_latents(vae, z, decode_chunk_size=5)
     assert torch.equal(z, before)
-    torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-5)
+    torch.testing.assert_close(cut, whole, rtol=0, atol=1e-5)
     # cut or whole, float32 lands as near a float64 evaluation as float32 can: cutting adds no error
     with torch.inference_mode():
         flat = (z / vae.config.scale_factor).flatten(0, 1)
         truth = ((vae.double().decode(flat.double(), num_frames=5).float() + 1) / 2).clamp(0, 1).unflatten(0, (2, 5))
         vae.float()
     err_whole = (whole - truth).abs().max().item()
-    err_pieces = (pieces - truth).abs().max().item()
+    err_pieces = (cut - truth).abs().max().item()
     assert err_pieces <= 1.5 * err_whole + 1e-7, (err_pieces, err_whole)
 
 
@@ -98,16 +99,16 @@ def test_encoder_in_pieces_equals_whole(vae: VAE) -> None:
     x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(2)) * 2 - 1
     with torch.inference_mode():
         whole = vae.encode(x)
-        with lean.use_plan(SMALLEST):
-            pieces = vae.encode(x)
-    torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-5)
+        with pieces.use_piece_sizes(SMALLEST):
+            cut = vae.encode(x)
+    torch.testing.assert_close(cut, whole, rtol=0, atol=1e-5)
 
 
 def test_group_stats_match_group_norm_over_the_whole_clip() -> None:
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 8, 5, 7, 6, generator=g) * 3 + 1  # (B, C, T, H, W)
     norm = randomize_(nn.GroupNorm(4, 8, eps=1e-5), 1)
-    stats = lean.GroupStats(4)
+    stats = pieces.GroupStats(4)
     for r in (slice(0, 2), slice(2, 3), slice(3, 7)):  # uneven bands of rows
         stats.add(x[:, :, :, r])
     out = torch.cat([stats.normalize(x[:, :, :, r], norm) for r in (slice(0, 4), slice(4, 7))], dim=3)
@@ -119,14 +120,14 @@ def test_attention_in_query_chunks_and_batches_equals_one_call(monkeypatch: pyte
     g = torch.Generator().manual_seed(4)
     q, k, v = (torch.randn(5, 2, 33, 16, generator=g) for _ in range(3))
     whole = F.scaled_dot_product_attention(q, k, v)
-    monkeypatch.setattr(lean, "MAX_ATTENTION_BATCH", 2)
-    with lean.use_plan(lean.Plan(score_elements=2 * 33 * 7)):
-        torch.testing.assert_close(lean.attention(q, k, v), whole, rtol=0, atol=1e-6)
+    monkeypatch.setattr(pieces, "MAX_ATTENTION_BATCH", 2)
+    with pieces.use_piece_sizes(pieces.PieceSizes(score_elements=2 * 33 * 7)):
+        torch.testing.assert_close(pieces.attention(q, k, v), whole, rtol=0, atol=1e-6)
 
 
 def test_frame_groups_free_each_input_group_once_used() -> None:
     x = torch.randn(6, 2, 3, 4)
-    groups = lean.FrameGroups([x[:3].clone(), x[3:].clone()])
+    groups = pieces.FrameGroups([x[:3].clone(), x[3:].clone()])
     refs = [weakref.ref(t) for t in groups.groups]
     freed_before_second: list[bool] = []
 
@@ -135,7 +136,7 @@ def test_frame_groups_free_each_input_group_once_used() -> None:
         freed_before_second.append(refs[0]() is None)
         return torch.cat([t, t], dim=1)
 
-    with lean.use_plan(lean.Plan(group_elements=1)):  # one frame per piece
+    with pieces.use_piece_sizes(pieces.PieceSizes(group_elements=1)):  # one frame per piece
         groups.map_(double, 1)
     assert freed_before_second == [False, False, False, True, True, True]
     assert groups.shape == (6, 4, 3, 4)
@@ -152,21 +153,32 @@ def test_temporal_block_kept_or_recomputed_intermediate_agree(keep: bool) -> Non
     block = randomize_(TimeStack(8, 3, 4), 2).eval()
     g = torch.Generator().manual_seed(5)
     x = torch.randn(2 * 5, 8, 6, 7, generator=g)
-    whole, pieces = x.clone(), x.clone()
+    whole, cut = x.clone(), x.clone()
     w = (torch.tensor(0.3), torch.tensor(0.7))
     with torch.no_grad():
-        lean.temporal_block_(whole, 5, block.in_layers, block.out_layers, spatial_weight=w[0], temporal_weight=w[1])
-        with lean.use_plan(SMALLEST):
-            lean.temporal_block_(pieces, 5, block.in_layers, block.out_layers, spatial_weight=w[0],
-                                 temporal_weight=w[1], keep_intermediate=keep)
-    torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-5)
+        pieces.temporal_block_(whole, 5, block.in_layers, block.out_layers, spatial_weight=w[0], temporal_weight=w[1])
+        with pieces.use_piece_sizes(SMALLEST):
+            pieces.temporal_block_(cut, 5, block.in_layers, block.out_layers, spatial_weight=w[0],
+                                   temporal_weight=w[1], keep_intermediate=keep)
+    torch.testing.assert_close(cut, whole, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("field", ["group_elements", "token_elements", "slice_elements", "score_elements"])
 @pytest.mark.parametrize("value", [0, -3, 2.5, True])
-def test_plan_refuses_bad_piece_sizes_naming_them(field: str, value: Any) -> None:
+def test_piece_sizes_refuse_bad_values_naming_them(field: str, value: Any) -> None:
     with pytest.raises(ValueError, match=field):
-        lean.Plan(**{field: value})
+        pieces.PieceSizes(**{field: value})
+
+
+def test_names_of_earlier_releases_still_work() -> None:
+    """svd_core.Plan / svd_core.use_plan (and the rest of svd_core.lean's names) are the renamed ones."""
+    import svd_core
+
+    assert svd_core.Plan is pieces.PieceSizes and svd_core.use_plan is pieces.use_piece_sizes
+    assert pieces.DEFAULT_PLAN is pieces.DEFAULT_PIECE_SIZES and pieces.current_plan is pieces.current_piece_sizes
+    with svd_core.use_plan(svd_core.Plan(group_elements=3)) as sizes:
+        assert pieces.current_piece_sizes() is sizes
+    assert pieces.current_piece_sizes() is pieces.DEFAULT_PIECE_SIZES
 
 
 # --- the injected operations namespace ------------------------------------------------------------
