@@ -27,11 +27,10 @@ from typing import Any
 
 import torch
 
-from .nets.image_encoder import ImageEncoderConfig
 from .diffusion.sampling import RHO, SIGMA_MAX, SIGMA_MIN
+from .nets.image_encoder import ImageEncoderConfig
 from .nets.unet import UNetConfig
 from .nets.vae import VAEConfig
-
 
 # The one table of precisions by name (command line, nodes, benchmarks). fp8 is a storage format only:
 # weights are kept in it and cast to a compute dtype at each call.
@@ -60,7 +59,7 @@ class SamplingConfig:
     rho: float = RHO
     sampler: str = "euler"  # the reference's EulerEDMSampler; "lcm" for consistency-distilled UNets
 
-    def overridden(self, **values: Any) -> "SamplingConfig":
+    def overridden(self, **values: Any) -> SamplingConfig:
         """These settings with every value given that is not None put in place (a caller's unset
         arguments fall back to the preset)."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})
@@ -75,29 +74,29 @@ class SVDConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     @classmethod
-    def svd(cls) -> "SVDConfig":
+    def svd(cls) -> SVDConfig:
         """SVD (14 frames): svd.yaml + simple_video_sample.py version "svd"."""
         return cls(name="svd", sampling=SamplingConfig(num_frames=14, num_steps=25, min_cfg=1.0, max_cfg=2.5))
 
     @classmethod
-    def svd_xt(cls) -> "SVDConfig":
+    def svd_xt(cls) -> SVDConfig:
         """SVD-XT 1.0 (25 frames): svd_xt.yaml."""
         return cls(name="svd_xt")
 
     @classmethod
-    def svd_xt_1_1(cls) -> "SVDConfig":
+    def svd_xt_1_1(cls) -> SVDConfig:
         """SVD-XT 1.1 (25 frames, fine-tuned at fps_id 6, motion bucket 127): svd_xt_1_1.yaml."""
         return cls(name="svd_xt_1_1")
 
     @classmethod
-    def animatelcm_svd_xt(cls) -> "SVDConfig":
+    def animatelcm_svd_xt(cls) -> SVDConfig:
         """AnimateLCM-SVD-xt (1.0 and 1.1 files): SVD-XT's networks, its consistency sampler and defaults
         (module docstring)."""
         return cls(name="animatelcm_svd_xt", sampling=SamplingConfig(
             num_steps=4, min_cfg=1.0, max_cfg=1.2, motion_bucket_id=80, decode_chunk_size=4, sampler="lcm"))
 
     @classmethod
-    def tiny(cls) -> "SVDConfig":
+    def tiny(cls) -> SVDConfig:
         """Tiny random-weight family member for tests: 64x64, 4 frames, 2 steps, runs on a CPU in a second."""
         return cls(
             name="tiny",
@@ -107,7 +106,7 @@ class SVDConfig:
             sampling=SamplingConfig(num_frames=4, num_steps=2, width=64, height=64, decode_chunk_size=14),
         )
 
-    def with_sampling(self, **changes: object) -> "SVDConfig":
+    def with_sampling(self, **changes: object) -> SVDConfig:
         return replace(self, sampling=replace(self.sampling, **changes))  # type: ignore[arg-type]
 
 

@@ -112,7 +112,8 @@ def resize_antialiased(x: Tensor, size: tuple[int, int], *, mode: str = "bicubic
                 continue  # sigma 0.001: taps (0, 1, 0), an exact identity
             sigma = _sigma(factor)
             if not _is_identity(sigma):
-                planes = _blur_axis(planes, gaussian_taps(_num_taps(sigma), sigma, dtype=work_dtype, device=x.device), axis)
+                taps = gaussian_taps(_num_taps(sigma), sigma, dtype=work_dtype, device=x.device)
+                planes = _blur_axis(planes, taps, axis)
         x = rearrange(planes, "(n c) 1 h w -> n c h w", n=n, c=c).to(x.dtype)  # (N, C, H, W)
 
     corners = align_corners if mode in ("linear", "bilinear", "bicubic", "trilinear") else None

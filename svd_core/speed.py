@@ -127,7 +127,7 @@ def _with_fallback(module: torch.nn.Module, name: str, mode: str | None) -> None
     module.forward = forward  # type: ignore[method-assign]
 
 
-def compile_models(models: "SVDModels", *, mode: str | None = None) -> bool:
+def compile_models(models: SVDModels, *, mode: str | None = None) -> bool:
     """Compile the UNet and the temporal decoder once (idempotent). Returns whether they were compiled."""
     if getattr(models, _COMPILED, False):
         return True

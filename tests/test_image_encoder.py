@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from svd_core.weights.random_weights import randomize_
 
-from svd_core.weights.convert.image_encoder import folder_config as transformers_config, from_folder as from_transformers, to_folder as to_transformers
 from svd_core.nets.image_encoder import (
     CLIP_MEAN,
     CLIP_STD,
@@ -20,6 +18,10 @@ from svd_core.nets.image_encoder import (
     encode_image,
     preprocess,
 )
+from svd_core.weights.convert.image_encoder import folder_config as transformers_config
+from svd_core.weights.convert.image_encoder import from_folder as from_transformers
+from svd_core.weights.convert.image_encoder import to_folder as to_transformers
+from svd_core.weights.random_weights import randomize_
 
 log = logging.getLogger(__name__)
 

@@ -158,7 +158,7 @@ def test_vdenoiser_matches_diffusers_v_prediction_step() -> None:
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 4, 3, 3, generator=g) * 5
     den = VDenoiser(fake_v_network)
-    for t, sigma in zip(sched.timesteps, sched.sigmas[:-1]):
+    for t, sigma in zip(sched.timesteps, sched.sigmas[:-1], strict=True):
         model_in = sched.scale_model_input(x, t)  # c_in * x
         v = fake_v_network(model_in, t.expand(2))  # t = c_noise
         x0 = sched.step(v, t, x).pred_original_sample  # c_skip * x + c_out * v

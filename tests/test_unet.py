@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from svd_core.weights.random_weights import randomize_
 from einops import rearrange, repeat
 from safetensors.torch import save_file
 
-from svd_core.weights.convert.unet import folder_config as diffusers_config, from_folder as from_diffusers, to_folder as to_diffusers
 from svd_core.nets.embeddings import timestep_embedding
 from svd_core.nets.unet import UNet, UNetConfig
+from svd_core.weights.convert.unet import folder_config as diffusers_config
+from svd_core.weights.convert.unet import from_folder as from_diffusers
+from svd_core.weights.convert.unet import to_folder as to_diffusers
+from svd_core.weights.random_weights import randomize_
 
 KEYS_JSON = Path(__file__).resolve().parent / "data" / "svd_xt_1_1.keys.json"  # the official file's names and shapes
 PREFIX = "model.diffusion_model."
@@ -25,7 +27,8 @@ def _tiny_unet(seed: int = 0) -> UNet:
 def _save_diffusers(model: UNet, root: Path, num_frames: int) -> None:
     folder = root / "unet"
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(diffusers_config(model.config, num_frames=num_frames, sample_size=16)))
+    config = diffusers_config(model.config, num_frames=num_frames, sample_size=16)
+    (folder / "config.json").write_text(json.dumps(config))
     tensors = {k: v.contiguous() for k, v in to_diffusers(model.state_dict()).items()}
     save_file(tensors, str(folder / "diffusion_pytorch_model.safetensors"))
 
@@ -229,7 +232,8 @@ def test_groupnorm_eps_follows_the_reference_not_diffusers(tmp_path: Path, rng: 
     from svd_core.nets.unet import ResBlock
 
     model = _tiny_unet()
-    norms = [m for r in model.modules() if isinstance(r, ResBlock) for m in r.modules() if isinstance(m, torch.nn.GroupNorm)]
+    norms = [m for r in model.modules() if isinstance(r, ResBlock)
+             for m in r.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert norms and all(n.eps == 1e-5 for n in norms)
 
     b, t, cfg = 1, 3, UNetConfig.tiny()
@@ -242,9 +246,9 @@ def test_groupnorm_eps_follows_the_reference_not_diffusers(tmp_path: Path, rng: 
     ids = torch.tensor([[6.0, 127.0, 0.02]])
     y = rearrange(timestep_embedding(ids.flatten(), cfg.vector_embed_dim), "(b k) d -> b (k d)", k=3)
     with torch.no_grad():
-        ours = rearrange(model(rearrange(x, "b t c h w -> (b t) c h w"), repeat(c_noise, "b -> (b t)", t=t),
-                               repeat(context, "b l d -> (b t) l d", t=t), repeat(y, "b d -> (b t) d", t=t), num_frames=t),
-                         "(b t) c h w -> b t c h w", t=t)
+        flat = model(rearrange(x, "b t c h w -> (b t) c h w"), repeat(c_noise, "b -> (b t)", t=t),
+                     repeat(context, "b l d -> (b t) l d", t=t), repeat(y, "b d -> (b t) d", t=t), num_frames=t)
+        ours = rearrange(flat, "(b t) c h w -> b t c h w", t=t)
         d_ref = (ref_eps(x, c_noise, context, added_time_ids=ids).sample - ours).abs().max().item()
         d_own = (own_eps(x, c_noise, context, added_time_ids=ids).sample - ours).abs().max().item()
     assert d_ref <= 1e-5 and d_own > 4 * d_ref, (d_ref, d_own)

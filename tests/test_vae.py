@@ -8,10 +8,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from svd_core.weights.random_weights import randomize_
-from svd_core.weights.convert import ConversionError
-from svd_core.weights.convert.vae import TABLE, folder_config as diffusers_config, from_folder as from_diffusers, to_folder as to_diffusers
 from svd_core.nets.vae import VAE, VAEConfig
+from svd_core.weights.convert import ConversionError
+from svd_core.weights.convert.vae import TABLE
+from svd_core.weights.convert.vae import folder_config as diffusers_config
+from svd_core.weights.convert.vae import from_folder as from_diffusers
+from svd_core.weights.convert.vae import to_folder as to_diffusers
+from svd_core.weights.random_weights import randomize_
 
 KEYS_JSON = Path(__file__).resolve().parent / "data" / "svd_xt_1_1.keys.json"  # the official file's names and shapes
 # our prefix -> checkpoint prefix
@@ -155,7 +158,8 @@ def test_from_shapes() -> None:
     tiny = {k: tuple(v.shape) for k, v in VAE(VAEConfig.tiny()).state_dict().items()}
     assert VAEConfig.from_shapes(tiny) == VAEConfig.tiny()
     # an SD VAE: same encoder, but an image-only decoder (no time_stack, mix_factor or time_mix_conv)
-    sd_vae = {k: v for k, v in ckpt_shapes.items() if not any(s in k for s in ("time_stack", "mix_factor", "time_mix_conv"))}
+    temporal = ("time_stack", "mix_factor", "time_mix_conv")
+    sd_vae = {k: v for k, v in ckpt_shapes.items() if not any(s in k for s in temporal)}
     with pytest.raises(ValueError, match="SD VAE"):
         VAEConfig.from_shapes(sd_vae)
     # a temporal decoder with an extra or a wrongly shaped tensor

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..resize import resize_antialiased
 from . import pieces
 from .layers import Ops, compute_dtype, execution_device
-from ..resize import resize_antialiased
 
 __all__ = [
     "CLIP_MEAN",
@@ -84,17 +84,17 @@ class ImageEncoderConfig:
         return int(self.width * self.mlp_ratio)
 
     @classmethod
-    def vit_h14(cls) -> "ImageEncoderConfig":
+    def vit_h14(cls) -> ImageEncoderConfig:
         """OpenCLIP ViT-H/14 (laion2b_s32b_b79k), the tower SVD conditions on."""
         return cls()
 
     @classmethod
-    def tiny(cls) -> "ImageEncoderConfig":
+    def tiny(cls) -> ImageEncoderConfig:
         """Test-sized tower: 2 heads of 80, 2 layers, 7x7 patches of 32 at 224."""
         return cls(image_size=224, patch_size=32, width=160, layers=2, embed_dim=32)
 
     @classmethod
-    def from_shapes(cls, shapes: Mapping[str, Any]) -> "ImageEncoderConfig":
+    def from_shapes(cls, shapes: Mapping[str, Any]) -> ImageEncoderConfig:
         """Read the config from tensor shapes (or tensors) keyed by our names (the checkpoint's,
         prefix stripped). The head width is not visible in shapes and is fixed at 80."""
 

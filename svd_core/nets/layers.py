@@ -17,12 +17,14 @@ Ops = Any
 
 # Where and in what precision a model computes, when that is not what its first parameter says: a host
 # may keep some weights on another device (ComfyUI's low-VRAM loading) or store them in fp8 and compute
-# in fp16 / bf16. `set_execution` records them on the module; the pipeline reads them back.
+# in fp16 / bf16. `set_execution` records them on the module; `execution_device` and `compute_dtype` read
+# them back (the video flow in svd_core.video, the image encoder).
 _DEVICE_ATTR = "svd_execution_device"
 _DTYPE_ATTR = "svd_compute_dtype"
 
 
-def set_execution(module: nn.Module, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+def set_execution(module: nn.Module, *, device: torch.device | str | None = None,
+                  dtype: torch.dtype | None = None) -> None:
     """Record the device inputs go to and the dtype activations take for `module` (None: unchanged)."""
     if device is not None:
         setattr(module, _DEVICE_ATTR, torch.device(device))

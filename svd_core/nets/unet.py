@@ -27,8 +27,8 @@ zeros its "learned_with_images" merge is exactly a = sigmoid(mix_factor) (util.p
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +49,8 @@ class UNetConfig:
     model_channels: int = 320  # yaml model_channels
     channel_mult: tuple[int, ...] = (1, 2, 4, 4)  # yaml channel_mult
     num_res_blocks: int = 2  # yaml num_res_blocks
-    attention_levels: tuple[int, ...] = (0, 1, 2)  # levels whose downsampling 1,2,4 is in attention_resolutions [4, 2, 1]
+    # levels whose downsampling 1, 2, 4 is in yaml attention_resolutions [4, 2, 1]
+    attention_levels: tuple[int, ...] = (0, 1, 2)
     num_head_channels: int = 64  # yaml num_head_channels
     transformer_depth: int = 1  # yaml transformer_depth
     context_dim: int = 1024  # yaml context_dim (OpenCLIP ViT-H image embedding)
@@ -220,7 +221,8 @@ class ResBlock(nn.Module):
         )
         self.skip_connection: nn.Module = nn.Identity()
         if out_channels != channels:
-            self.skip_connection = (ops.Conv3d if temporal_kernel is not None else ops.Conv2d)(channels, out_channels, 1)
+            conv_1x1 = ops.Conv3d if temporal_kernel is not None else ops.Conv2d
+            self.skip_connection = conv_1x1(channels, out_channels, 1)
 
     def block(self, x: Tensor, e: Tensor) -> Tensor:
         """The block on x with its projected embedding e already shaped to broadcast over x."""
@@ -249,7 +251,8 @@ class VideoResBlock(ResBlock):
         self.time_stack = ResBlock(out_channels, emb_channels, out_channels, num_groups, video_kernel_size, ops)
         self.time_mixer = AlphaBlender()
 
-    def forward(self, x: Tensor, emb: Tensor, num_frames: int, skip: Tensor | None = None) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, emb: Tensor, num_frames: int,  # type: ignore[override]
+                skip: Tensor | None = None) -> Tensor:
         """x (B*T, C, H, W); `skip`, when given, is concatenated to x along channels first (an output
         block's input, cat([h, skip]) in openaimodel.py), one frame group at a time."""
         return self.run([x] if skip is None else [x, skip], emb, num_frames)
@@ -260,7 +263,7 @@ class VideoResBlock(ResBlock):
         x = inputs[0]
         n, _, height, width = x.shape
         cin = sum(t.shape[1] for t in inputs)
-        cout = int(getattr(self.out_layers[3], "out_channels"))
+        cout = int(getattr(self.out_layers[3], "out_channels"))  # noqa: B009 (typed nn.Module: Tensor | Module)
         e = rearrange(self.emb_layers(emb), "n c -> n c 1 1")
 
         def spatial_group(g: slice) -> Tensor:
@@ -445,16 +448,18 @@ class SpatialVideoTransformer(nn.Module):
             [TransformerBlock(inner, heads, head_dim, cfg.context_dim, ops) for _ in range(cfg.transformer_depth)]
         )
         self.time_stack = nn.ModuleList(
-            [TemporalTransformerBlock(inner, heads, head_dim, cfg.context_dim, ops) for _ in range(cfg.transformer_depth)]
+            [TemporalTransformerBlock(inner, heads, head_dim, cfg.context_dim, ops)
+             for _ in range(cfg.transformer_depth)]
         )
         # frame-index embedding: width channels, hidden 4 * channels (video_attention.py time_pos_embed)
-        self.time_pos_embed = nn.Sequential(ops.Linear(channels, 4 * channels), nn.SiLU(), ops.Linear(4 * channels, channels))
+        self.time_pos_embed = nn.Sequential(ops.Linear(channels, 4 * channels), nn.SiLU(),
+                                            ops.Linear(4 * channels, channels))
         self.time_mixer = AlphaBlender()
         self.proj_out = ops.Linear(inner, channels)
 
     def forward(self, x: Tensor, context: Tensor, num_frames: int) -> Tensor:
         n, c, h, w = x.shape  # (B*T, C, H, W)
-        inner = int(getattr(self.proj_in, "out_features"))
+        inner = int(getattr(self.proj_in, "out_features"))  # noqa: B009 (typed nn.Module: Tensor | Module)
         # the temporal cross-attention sees the first frame's context of each video, at every position
         first = rearrange(context, "(b t) l d -> b t l d", t=num_frames)[:, 0]  # (B, L, D)
         frames = repeat(torch.arange(num_frames, device=x.device), "t -> (b t)", b=n // num_frames)
@@ -464,7 +469,8 @@ class SpatialVideoTransformer(nn.Module):
             return self.proj_in(rearrange(self.norm(x[g]), "n c h w -> n (h w) c"))
 
         z = pieces.map_frame_groups(tokens, n, max(c, inner) * h * w).contiguous()  # (B*T, H*W, inner)
-        for block, time_block in zip(self.transformer_blocks, self.time_stack):
+        # equal lengths by construction; plain zip (no strict=) is what every torch.compile version traces
+        for block, time_block in zip(self.transformer_blocks, self.time_stack):  # noqa: B905
             assert isinstance(block, TransformerBlock) and isinstance(time_block, TemporalTransformerBlock)
             block.update_(z, context)
             time_block.mix_(z, frame_emb, first, num_frames, self.time_mixer)
@@ -516,7 +522,8 @@ class UNet(nn.Module):
 
         self.time_embed = nn.Sequential(ops.Linear(mc, ted), nn.SiLU(), ops.Linear(ted, ted))
         # num_classes "sequential": y goes through Linear, SiLU, Linear (video_model.py label_emb)
-        self.label_emb = nn.Sequential(nn.Sequential(ops.Linear(cfg.adm_in_channels, ted), nn.SiLU(), ops.Linear(ted, ted)))
+        self.label_emb = nn.Sequential(
+            nn.Sequential(ops.Linear(cfg.adm_in_channels, ted), nn.SiLU(), ops.Linear(ted, ted)))
 
         self.input_blocks = nn.ModuleList([Stage([ops.Conv2d(cfg.in_channels, mc, 3, padding=1)])])
         skip_channels = [mc]
@@ -547,7 +554,8 @@ class UNet(nn.Module):
                     layers.append(Upsample(ch, ops))
                 self.output_blocks.append(Stage(layers))
 
-        self.out = nn.Sequential(ops.GroupNorm(cfg.num_groups, ch), nn.SiLU(), ops.Conv2d(mc, cfg.out_channels, 3, padding=1))
+        self.out = nn.Sequential(ops.GroupNorm(cfg.num_groups, ch), nn.SiLU(),
+                                 ops.Conv2d(mc, cfg.out_channels, 3, padding=1))
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, y: Tensor, num_frames: int) -> Tensor:
         """x (B*T, in_channels, h, w), timesteps (B*T,) = c_noise, context (B*T, L, context_dim),
@@ -561,7 +569,8 @@ class UNet(nn.Module):
             ("context", context, (n, -1, self.config.context_dim)),
             ("y", y, (n, self.config.adm_in_channels)),
         ):
-            if t.ndim != len(shape) or any(e not in (-1, s) for s, e in zip(t.shape, shape)):
+            # same lengths once ndim matches; plain zip (no strict=) traces under every torch.compile version
+            if t.ndim != len(shape) or any(e not in (-1, s) for s, e in zip(t.shape, shape)):  # noqa: B905
                 raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {shape} (-1: any)")
         context = context.to(x.dtype)
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(x.dtype))
