@@ -26,7 +26,6 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from compare import make_config  # noqa: E402
-
 from svd_core import save_random_checkpoint  # noqa: E402
 from svd_core.app.batch import run  # noqa: E402
 
@@ -78,7 +77,8 @@ def main() -> int:
                 results[workers].append(res)
     med = {w: {k: statistics.median(x[k] for x in v) for k in v[0]} for w, v in results.items()}
     log.info("medium model, %d images of %dx%d, %d frames, %d steps, %d thread(s) per worker%s", args.images, args.size,
-             args.size, args.frames, args.steps, args.threads, f", {args.gpus_per_worker} GPU(s)" if args.gpus_per_worker else "")
+             args.size, args.frames, args.steps, args.threads,
+             f", {args.gpus_per_worker} GPU(s)" if args.gpus_per_worker else "")
     log.info("%-28s %10s %10s %8s", "", "1 worker", "2 workers", "ratio")
     for key, label in (("per_min", "videos / min, whole job"), ("steady_per_min", "videos / min, steady")):
         log.info("%-28s %10.2f %10.2f %8.2f", label, med[1][key], med[2][key], med[2][key] / med[1][key])

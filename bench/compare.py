@@ -167,8 +167,8 @@ def child(kind: str, d: Path, steps: int, device: str, dtype_name: str) -> dict:
                       output_type="pt", callback_on_step_end=on_step).frames
     total = _sync(device) - t0
     torch.save(frames.float().cpu(), d / f"frames_{kind}.pt")
-    intervals = [b - a for a, b in zip(stamps, stamps[1:])]
-    cpu_intervals = [b - a for a, b in zip(cpu_stamps, cpu_stamps[1:])]
+    intervals = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    cpu_intervals = [b - a for a, b in zip(cpu_stamps, cpu_stamps[1:], strict=False)]
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else _peak_mb() - base
     return {"step_s": min(intervals), "step_cpu_s": min(cpu_intervals), "decode_s": decode_s, "total_s": total,
             "peak_mb": peak, "compile_s": compile_s}
@@ -248,10 +248,11 @@ def main() -> int:
     metrics = ("step_s", "step_cpu_s", "decode_s", "total_s", "peak_mb", "compile_s")
     med = {k: {m: statistics.median(x[m] for x in v) for m in metrics} for k, v in results.items()}
     tol = 1e-3 if args.dtype == "fp32" else 2e-2
-    log.info("frames agree: max abs difference %.2e (%s, tolerance %.0e)", diff, "ok" if diff <= tol else "MISMATCH", tol)
-    log.info("%-22s %12s %12s %8s", "median of %d rounds" % args.rounds, "svd_core", "diffusers", "ratio")
-    rows = (("step_s", "time per step (ms)", 1e3), ("step_cpu_s", "CPU time per step (ms)", 1e3), ("decode_s", "decode (s)", 1.0), ("total_s", "whole call (s)", 1.0),
-            ("peak_mb", "peak memory (MB)", 1.0))
+    log.info("frames agree: max abs difference %.2e (%s, tolerance %.0e)", diff, "ok" if diff <= tol else "MISMATCH",
+             tol)
+    log.info("%-22s %12s %12s %8s", f"median of {args.rounds} rounds", "svd_core", "diffusers", "ratio")
+    rows = (("step_s", "time per step (ms)", 1e3), ("step_cpu_s", "CPU time per step (ms)", 1e3),
+            ("decode_s", "decode (s)", 1.0), ("total_s", "whole call (s)", 1.0), ("peak_mb", "peak memory (MB)", 1.0))
     for m, label, scale in rows:
         a, b = med["ours"][m] * scale, med["theirs"][m] * scale
         log.info("%-22s %12.1f %12.1f %8.3f", label, a, b, a / b)

@@ -32,10 +32,9 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import make_config  # noqa: E402
-
 import svd_core  # noqa: E402
 import svd_core.speed as speed  # noqa: E402
+from compare import make_config  # noqa: E402
 from svd_core.weights.random_weights import randomize_  # noqa: E402
 
 log = logging.getLogger("cpu_speed")
@@ -148,8 +147,9 @@ def main() -> int:
         compiled = torch.compile(ours, fullgraph=True, dynamic=False)
         runners["ours compiled"] = lambda a: compiled(a["x"], a["t"], a["context"], a["y"], num_frames=args.frames)
         log.info("compiling (first calls)...")
-        errors: dict[str, float] = {"ours compiled": (runners["ours compiled"](a32) - reference).abs().max().item(),
-                                    "ours eager, F.linear": (runners["ours eager, F.linear"](a32) - reference).abs().max().item()}
+        errors: dict[str, float] = {
+            "ours compiled": (runners["ours compiled"](a32) - reference).abs().max().item(),
+            "ours eager, F.linear": (runners["ours eager, F.linear"](a32) - reference).abs().max().item()}
         if "ComfyUI eager" in runners:  # same inputs, same weights: the difference is the implementation's
             errors["ComfyUI eager"] = (runners["ComfyUI eager"](a32) - reference).abs().max().item()
         cases: dict[str, tuple[Callable[..., Any], dict[str, torch.Tensor]]] = {n: (r, a32) for n, r in runners.items()}
@@ -159,7 +159,8 @@ def main() -> int:
             bf16 = bf16.to(torch.bfloat16)
             a16 = inputs(ours.config, args.frames, args.size, torch.bfloat16)
             compiled16 = torch.compile(bf16, fullgraph=True, dynamic=False)
-            cases["ours eager bf16"] = (lambda a: bf16(a["x"], a["t"], a["context"], a["y"], num_frames=args.frames), a16)
+            cases["ours eager bf16"] = (lambda a: bf16(a["x"], a["t"], a["context"], a["y"], num_frames=args.frames),
+                                        a16)
             cases["ours compiled bf16"] = (lambda a: compiled16(a["x"], a["t"], a["context"], a["y"],
                                                                 num_frames=args.frames), a16)
             for name in ("ours eager bf16", "ours compiled bf16"):
@@ -171,7 +172,7 @@ def main() -> int:
             order = names[r % len(names):] + names[: r % len(names)]
             for name in order:
                 fn, a = cases[name]
-                times[name].append(time_call(lambda: fn(a), args.calls))
+                times[name].append(time_call(lambda fn=fn, a=a: fn(a), args.calls))
     med = {n: statistics.median(v) for n, v in times.items()}
     peers = [n for n in ("diffusers eager", "ComfyUI eager") if n in med]
     fastest = min((med[n] for n in peers), default=med["ours eager"])
@@ -184,7 +185,8 @@ def main() -> int:
         mkl, dnn = gemm_rates(tokens, width, 8 * width)  # the first feed-forward's GEGLU projection
         log.info("fp32 linear %dx%d -> %d: F.linear (MKL) %.0f GFLOP/s, oneDNN %.0f GFLOP/s (%.2fx)", tokens, width,
                  8 * width, mkl, dnn, dnn / mkl)
-    log.info("%-22s %12s %16s %22s", "median of %d rounds" % args.rounds, "ms / step", "vs fastest peer", "max diff vs ours fp32")
+    log.info("%-22s %12s %16s %22s", f"median of {args.rounds} rounds", "ms / step", "vs fastest peer",
+             "max diff vs ours fp32")
     for n in names:
         if n == "ours eager" or n in errors:
             diff = errors.get(n, 0.0)

@@ -21,17 +21,17 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from compare import add_gpu_bench_arguments, make_config  # noqa: E402
-
 import svd_core  # noqa: E402
 import svd_core.speed  # noqa: E402
+from compare import add_gpu_bench_arguments, make_config  # noqa: E402
 from svd_core.config import DTYPES  # noqa: E402
 from svd_core.video.conditioning import Conditioning  # noqa: E402
 from svd_core.video.sample import guided_denoiser  # noqa: E402
@@ -108,7 +108,8 @@ def ours_step(config: svd_core.SVDConfig, dtype: torch.dtype, device: str, b: in
     cond = Conditioning(crossattn=torch.randn(b, 1, config.unet.context_dim, device=device, generator=g),
                         concat=torch.randn(b, c, h, w, device=device, generator=g),
                         vector=torch.tensor([[6.0, 127.0, 0.02]] * b, device=device))
-    unc = Conditioning(crossattn=torch.zeros_like(cond.crossattn), concat=torch.zeros_like(cond.concat), vector=cond.vector)
+    unc = Conditioning(crossattn=torch.zeros_like(cond.crossattn), concat=torch.zeros_like(cond.concat),
+                       vector=cond.vector)
     x = torch.randn(b * t, c, h, w, device=device, generator=g)
     sigma, sigma_next = torch.tensor(10.0, device=device), torch.tensor(8.0, device=device)
 

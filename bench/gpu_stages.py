@@ -18,15 +18,15 @@ import logging
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import memory as memory_model  # noqa: E402
 from compare import add_gpu_bench_arguments, make_config  # noqa: E402
-
 
 log = logging.getLogger("gpu_stages")
 GiB = 2**30
@@ -113,7 +113,8 @@ def main() -> int:
                f"{estimate[s] / GiB:>10.2f}")
         if "diffusers" in measured:
             theirs = measured["diffusers"][s]
-            row += (f"{theirs['seconds']:>13.3f}{theirs['peak'] / GiB:>12.2f}{ours['seconds'] / theirs['seconds']:>12.2f}"
+            row += (f"{theirs['seconds']:>13.3f}{theirs['peak'] / GiB:>12.2f}"
+                    f"{ours['seconds'] / theirs['seconds']:>12.2f}"
                     f"{ours['peak'] / theirs['peak'] if theirs['peak'] else float('nan'):>11.2f}")
         log.info(row)
     return 0

@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
-
 import comfy.model_base
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.supported_models
+import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import Timestep
 from comfy_api.latest import io
 
@@ -96,15 +95,18 @@ class StableVideoToCoreModel(io.ComfyNode):
                         "VideoLinearCFGGuidance and context windows then run it. One video at a time.",
             inputs=[
                 schema.SVDModel.Input("model", tooltip="Video UNet from the Stable Video checkpoint loader."),
-                schema.SVDConditioning.Input("positive", tooltip="Positive conditioning from Stable Video Conditioning."),
-                schema.SVDConditioning.Input("negative", tooltip="Negative conditioning from Stable Video Conditioning."),
+                schema.SVDConditioning.Input("positive",
+                                             tooltip="Positive conditioning from Stable Video Conditioning."),
+                schema.SVDConditioning.Input("negative",
+                                             tooltip="Negative conditioning from Stable Video Conditioning."),
                 schema.number("frames", schema.REFERENCE.num_frames, "Frames of the empty LATENT (SVD-XT: 25)."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="Core MODEL running this pack's UNet."),
                 io.Conditioning.Output(display_name="positive", tooltip="Core CONDITIONING (the image)."),
                 io.Conditioning.Output(display_name="negative", tooltip="Core CONDITIONING (zeroed image parts)."),
-                io.Latent.Output(display_name="latent", tooltip="Empty latent (frames, 4, H/8, W/8) for core samplers."),
+                io.Latent.Output(display_name="latent",
+                                 tooltip="Empty latent (frames, 4, H/8, W/8) for core samplers."),
             ],
         )
 
@@ -114,7 +116,8 @@ class StableVideoToCoreModel(io.ComfyNode):
         h, w = positive.concat.shape[-2:]
         latent = torch.zeros(frames, model.config.vae.latent_channels, h, w, device=mm.intermediate_device())
         # the frame count and fps ride along (core samplers keep a LATENT's other keys): StableVideoDecode reads them
-        return io.NodeOutput(core_model(model), pos, neg, {"samples": latent, FRAMES_KEY: frames, FPS_KEY: fps_of(positive)})
+        return io.NodeOutput(core_model(model), pos, neg,
+                             {"samples": latent, FRAMES_KEY: frames, FPS_KEY: fps_of(positive)})
 
 
 BRIDGE_NODES: list[type[io.ComfyNode]] = [StableVideoToCoreModel]

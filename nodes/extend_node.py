@@ -4,9 +4,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
-
 import comfy.model_management as mm
+import torch
 from comfy_api.latest import io
 
 import svd_core
@@ -19,7 +18,13 @@ from svd_core.video.request import VideoRequest
 
 from . import schema
 from .adapters import (
-    FRAMES_KEY, ModelHandle, conditioning_errors, fps_to_fps_id, frames_to_image, image_to_bchw, latent_to_video,
+    FRAMES_KEY,
+    ModelHandle,
+    conditioning_errors,
+    fps_to_fps_id,
+    frames_to_image,
+    image_to_bchw,
+    latent_to_video,
     sampler_errors,
 )
 from .svd_nodes import step_callback
@@ -41,7 +46,8 @@ class StableVideoExtend(io.ComfyNode):
                         "whole video: the given frames, then the new ones.",
             inputs=[
                 schema.SVDModel.Input("model", tooltip="Video UNet from the Stable Video checkpoint loader."),
-                schema.SVDClipVision.Input("clip_vision", tooltip="Image encoder from the Stable Video checkpoint loader."),
+                schema.SVDClipVision.Input("clip_vision",
+                                           tooltip="Image encoder from the Stable Video checkpoint loader."),
                 schema.SVDVae.Input("vae", tooltip="VAE from the Stable Video checkpoint loader."),
                 io.Image.Input("images", optional=True,
                                tooltip="The video so far, its frames (video after video when `latent` says how "
@@ -53,22 +59,26 @@ class StableVideoExtend(io.ComfyNode):
                                 tooltip="The video's LATENT from the Stable Video Sampler: its last latents are held "
                                         "exactly (without it the frames are VAE-encoded). Decoded when no images "
                                         "are given."),
-                schema.number("frames", schema.REFERENCE.num_frames, "Frames per new clip, the overlap included (SVD-XT: 25).",
-                               low=2),
+                schema.number("frames", schema.REFERENCE.num_frames,
+                              "Frames per new clip, the overlap included (SVD-XT: 25).", low=2),
                 io.Int.Input("overlap", default=DEFAULT_OVERLAP, min=1, max=MAX_FRAMES - 1,
                              tooltip="Latent frames each clip shares with what precedes it: held to the video's "
                                      "last ones, then dropped. Must be smaller than frames."),
                 io.Int.Input("clips", default=1, min=1, max=MAX_CLIPS,
                              tooltip="How many clips to add, one after the other."),
                 schema.seed("Seed; video i of a batch uses seed + i."),
-                schema.number("steps", schema.REFERENCE.num_steps, "Sampling steps per clip (reference: 30 for SVD-XT)."),
-                schema.number("min_cfg", schema.REFERENCE.min_cfg, "Guidance scale of each clip's first frame.", step=0.05),
-                schema.number("max_cfg", schema.REFERENCE.max_cfg, "Guidance scale of each clip's last frame.", step=0.05),
-                schema.number("fps", schema.REFERENCE.fps_id + 1, "Frames per second (the model sees fps - 1); keep the first "
-                                                        "clip's."),
-                schema.number("motion_bucket_id", schema.REFERENCE.motion_bucket_id, "Amount of motion; keep the first clip's."),
-                schema.number("cond_aug", schema.REFERENCE.cond_aug, "Noise added to each clip's conditioning frame (reference "
-                                                          "0.02).", step=0.001),
+                schema.number("steps", schema.REFERENCE.num_steps,
+                              "Sampling steps per clip (reference: 30 for SVD-XT)."),
+                schema.number("min_cfg", schema.REFERENCE.min_cfg,
+                              "Guidance scale of each clip's first frame.", step=0.05),
+                schema.number("max_cfg", schema.REFERENCE.max_cfg,
+                              "Guidance scale of each clip's last frame.", step=0.05),
+                schema.number("fps", schema.REFERENCE.fps_id + 1,
+                              "Frames per second (the model sees fps - 1); keep the first clip's."),
+                schema.number("motion_bucket_id", schema.REFERENCE.motion_bucket_id,
+                              "Amount of motion; keep the first clip's."),
+                schema.number("cond_aug", schema.REFERENCE.cond_aug,
+                              "Noise added to each clip's conditioning frame (reference 0.02).", step=0.001),
                 io.Boolean.Input("color_anchor", default=True,
                                  tooltip="Match each new clip's colour statistics (per channel mean and deviation) "
                                          "to the given video's, against drift over many clips."),
@@ -91,7 +101,8 @@ class StableVideoExtend(io.ComfyNode):
                 cond_aug: float, color_anchor: bool, frames_per_chunk: int, images: torch.Tensor | None = None,
                 latent: dict[str, Any] | None = None, video: Any = None) -> io.NodeOutput:
         s = model.config.sampling
-        schema.raise_if(sampler_errors(steps, min_cfg, max_cfg, s.sigma_min, s.sigma_max, s.rho, 1.0, sampler=s.sampler))
+        schema.raise_if(sampler_errors(steps, min_cfg, max_cfg, s.sigma_min, s.sigma_max, s.rho, 1.0,
+                                       sampler=s.sampler))
         if overlap >= frames:
             raise ValueError(f"overlap must be smaller than frames, got overlap {overlap} with frames {frames}")
         if images is None and video is not None:
@@ -132,10 +143,10 @@ class StableVideoExtend(io.ComfyNode):
         mm.load_models_gpu([model.patcher, clip_vision.patcher, vae.patcher], memory_required=need)
         parts = svd_core.SVDModels(model.module, clip_vision.module, vae.module, model.config)
         out = svd_core.extend(
-            parts, video, num_frames=frames, overlap=overlap, num_clips=clips, num_steps=steps, fps_id=fps_to_fps_id(fps),
-            motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, min_cfg=min_cfg, max_cfg=max_cfg, seed=seed,
-            color_anchor=color_anchor, video_latents=None if z is None else z * scale, decode_chunk_size=chunk,
-            callback=step_callback(model.patcher.load_device, steps * clips))
+            parts, video, num_frames=frames, overlap=overlap, num_clips=clips, num_steps=steps,
+            fps_id=fps_to_fps_id(fps), motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, min_cfg=min_cfg,
+            max_cfg=max_cfg, seed=seed, color_anchor=color_anchor, video_latents=None if z is None else z * scale,
+            decode_chunk_size=chunk, callback=step_callback(model.patcher.load_device, steps * clips))
         return io.NodeOutput(frames_to_image(out).to(mm.intermediate_device()))
 
 

@@ -13,8 +13,6 @@ import os
 from fractions import Fraction
 from typing import Any
 
-import torch
-
 import comfy.latent_formats
 import comfy.model_management as mm
 import comfy.model_patcher
@@ -22,6 +20,7 @@ import comfy.ops
 import comfy.utils
 import folder_paths
 import latent_preview
+import torch
 from comfy_api.latest import InputImpl, Types, io
 
 import svd_core
@@ -35,9 +34,29 @@ from svd_core.video.request import VideoRequest
 
 from . import schema
 from .adapters import (
-    DTYPE_CHOICES, FPS_KEY, LATENT_DOWNSCALE, LOOP_KEY, RESIZE_MODES, STORAGE_ONLY, ModelHandle, check_size, conditioning_errors, empty_latent,
-    fps_of, fps_to_fps_id, frames_to_image, image_to_bchw, latent_fps, latent_to_video, latent_video_indices,
-    match_batches, parse_dtype, preview_grid, repeat_videos, sampler_errors, video_to_latent,
+    DTYPE_CHOICES,
+    FPS_KEY,
+    LATENT_DOWNSCALE,
+    LOOP_KEY,
+    RESIZE_MODES,
+    STORAGE_ONLY,
+    ModelHandle,
+    check_size,
+    conditioning_errors,
+    empty_latent,
+    fps_of,
+    fps_to_fps_id,
+    frames_to_image,
+    image_to_bchw,
+    latent_fps,
+    latent_to_video,
+    latent_video_indices,
+    match_batches,
+    parse_dtype,
+    preview_grid,
+    repeat_videos,
+    sampler_errors,
+    video_to_latent,
 )
 
 log = logging.getLogger(__name__)
@@ -105,7 +124,8 @@ class StableVideoCheckpointLoader(io.ComfyNode):
                         "video UNet, CLIP image encoder and VAE, managed by ComfyUI's model memory manager.",
             inputs=[
                 io.Combo.Input("ckpt_name", options=_checkpoint_names(),
-                               tooltip="The SVD checkpoint: a file (or a diffusers folder) in ComfyUI's models/checkpoints."),
+                               tooltip="The SVD checkpoint: a file (or a diffusers folder) in ComfyUI's "
+                                       "models/checkpoints."),
                 io.Combo.Input("weight_dtype", options=list(DTYPE_CHOICES), default="auto",
                                tooltip="Weight precision. auto: what ComfyUI picks for your device "
                                        "(fp32 on a CPU, usually fp16 on a GPU). fp8_e4m3fn / fp8_e5m2 keep "
@@ -129,7 +149,8 @@ class StableVideoCheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, ckpt_name: str, weight_dtype: str, compile: bool = False, unet_name: str = NO_UNET) -> io.NodeOutput:
+    def execute(cls, ckpt_name: str, weight_dtype: str, compile: bool = False,
+                unet_name: str = NO_UNET) -> io.NodeOutput:
         path = _checkpoint_path(ckpt_name)
         unet_path = None if unet_name == NO_UNET else folder_paths.get_full_path("diffusion_models", unet_name)
         if unet_name != NO_UNET and unet_path is None:
@@ -182,14 +203,15 @@ class StableVideoConditioning(io.ComfyNode):
                         "embedding, VAE latent of the noise-augmented frame, and fps / motion / "
                         "augmentation micro-conditioning. The negative zeroes the image parts.",
             inputs=[
-                schema.SVDClipVision.Input("clip_vision", tooltip="Image encoder from the Stable Video checkpoint loader."),
+                schema.SVDClipVision.Input("clip_vision",
+                                           tooltip="Image encoder from the Stable Video checkpoint loader."),
                 schema.SVDVae.Input("vae", tooltip="VAE from the Stable Video checkpoint loader."),
                 io.Image.Input("image", tooltip="Start images: a batch of B images makes B videos. RGBA "
                                                 "loses its alpha (like the reference), grayscale becomes RGB."),
-                schema.size("width", schema.REFERENCE.width, "Video width in pixels, a multiple of 64 (the model was trained at "
-                                                  "1024)."),
-                schema.size("height", schema.REFERENCE.height, "Video height in pixels, a multiple of 64 (the model was trained "
-                                                    "at 576)."),
+                schema.size("width", schema.REFERENCE.width,
+                            "Video width in pixels, a multiple of 64 (the model was trained at 1024)."),
+                schema.size("height", schema.REFERENCE.height,
+                            "Video height in pixels, a multiple of 64 (the model was trained at 576)."),
                 io.Combo.Input("resize_mode", options=list(RESIZE_MODES), default="crop",
                                tooltip="How an image of another size is fitted: crop (scale to cover, cut "
                                        "the centre), stretch (may distort), pad (scale to fit, black borders)."),
@@ -215,14 +237,16 @@ class StableVideoConditioning(io.ComfyNode):
             ],
             outputs=[
                 schema.SVDConditioning.Output(display_name="positive", tooltip="Conditioning on the images."),
-                schema.SVDConditioning.Output(display_name="negative", tooltip="Unconditional branch (image parts zeroed)."),
+                schema.SVDConditioning.Output(display_name="negative",
+                                              tooltip="Unconditional branch (image parts zeroed)."),
             ],
         )
 
     @classmethod
     def validate_inputs(cls, width: int | None = None, height: int | None = None, fps: int | None = None,
                         motion_bucket_id: int | None = None, cond_aug: float | None = None) -> bool | str:
-        values = {"width": width, "height": height, "fps": fps, "motion_bucket_id": motion_bucket_id, "cond_aug": cond_aug}
+        values = {"width": width, "height": height, "fps": fps, "motion_bucket_id": motion_bucket_id,
+                  "cond_aug": cond_aug}
         if any(v is None for v in values.values()):  # linked inputs are checked again in execute
             return True
         errors = conditioning_errors(**values)  # type: ignore[arg-type]
@@ -234,8 +258,9 @@ class StableVideoConditioning(io.ComfyNode):
                 end_image: torch.Tensor | None = None, loop: bool = False) -> io.NodeOutput:
         schema.raise_if(conditioning_errors(width, height, fps, motion_bucket_id, cond_aug))
         request = VideoRequest.build(
-            clip_vision.config, width=width, height=height, fps_id=fps_to_fps_id(fps), motion_bucket_id=motion_bucket_id,
-            cond_aug=cond_aug, resize_mode=resize_mode, seed=seed, end_image=end_image is not None, loop=bool(loop))
+            clip_vision.config, width=width, height=height, fps_id=fps_to_fps_id(fps),
+            motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, resize_mode=resize_mode, seed=seed,
+            end_image=end_image is not None, loop=bool(loop))
         end = image_to_bchw(end_image, "end_image") if end_image is not None else None
         pixels, end = flow.fit_images(request, image_to_bchw(image), end)  # (B, 3, H, W)
         b, _, h, w = pixels.shape
@@ -304,18 +329,21 @@ class StableVideoSampler(io.ComfyNode):
                         "preview of every frame; cancelling stops within one step.",
             inputs=[
                 schema.SVDModel.Input("model", tooltip="Video UNet from the Stable Video checkpoint loader."),
-                schema.SVDConditioning.Input("positive", tooltip="Positive conditioning from Stable Video Conditioning."),
-                schema.SVDConditioning.Input("negative", tooltip="Negative conditioning from Stable Video Conditioning."),
+                schema.SVDConditioning.Input("positive",
+                                             tooltip="Positive conditioning from Stable Video Conditioning."),
+                schema.SVDConditioning.Input("negative",
+                                             tooltip="Negative conditioning from Stable Video Conditioning."),
                 io.Latent.Input("latent", tooltip="Latent from Stable Video Empty Latent (or a video latent to "
                                                   "re-noise with denoise < 1)."),
                 schema.seed("Seed of the initial noise (drawn on the CPU: same video on every device). Video i of a "
                              "batch uses seed + i (or seed + its batch_index, after LatentFromBatch), so it is the "
                              "video it would be alone with that seed."),
-                schema.number("steps", schema.REFERENCE.num_steps, "Sampling steps (reference: 30 for SVD-XT, 25 for SVD)."),
-                schema.number("min_cfg", schema.REFERENCE.min_cfg, "Guidance scale of the first frame (reference SVD-XT: 1.5).",
-                               step=0.05),
-                schema.number("max_cfg", schema.REFERENCE.max_cfg, "Guidance scale of the last frame (reference SVD-XT: 3.0).",
-                               step=0.05),
+                schema.number("steps", schema.REFERENCE.num_steps,
+                              "Sampling steps (reference: 30 for SVD-XT, 25 for SVD)."),
+                schema.number("min_cfg", schema.REFERENCE.min_cfg,
+                              "Guidance scale of the first frame (reference SVD-XT: 1.5).", step=0.05),
+                schema.number("max_cfg", schema.REFERENCE.max_cfg,
+                              "Guidance scale of the last frame (reference SVD-XT: 3.0).", step=0.05),
                 io.Combo.Input("guidance", options=list(GUIDANCE_SCHEDULES), default="linear",
                                tooltip="Per-frame guidance: linear min->max (reference), triangle "
                                        "(min at both ends, max mid-video), constant (max_cfg everywhere)."),
@@ -432,15 +460,16 @@ class StableVideoDecode(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="Video latent from the Stable Video Sampler."),
                 io.Int.Input("frames_per_chunk", default=0, min=0, max=MAX_FRAMES,
                              tooltip="Frames decoded together by the temporal decoder. 0 = the loaded model's preset: "
-                                     f"the reference's {schema.REFERENCE.decode_chunk_size} (SVD, SVD-XT), {schema.LCM.decode_chunk_size} for "
-                                     "AnimateLCM-SVD-xt. "
+                                     f"the reference's {schema.REFERENCE.decode_chunk_size} (SVD, SVD-XT), "
+                                     f"{schema.LCM.decode_chunk_size} for AnimateLCM-SVD-xt. "
                                      "Fixed, never chosen from free memory: another value gives (slightly) different "
                                      "frames."),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="Frames [B*T, H, W, 3], video after video."),
                      io.Video.Output(display_name="video",
                                      tooltip="The same frames as a VIDEO at the conditioning's fps (carried in the "
-                                             "LATENT), for core's SaveVideo; a batch's videos play one after another.")],
+                                             "LATENT), for core's SaveVideo; a batch's videos play one after "
+                                             "another.")],
         )
 
     @classmethod

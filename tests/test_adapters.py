@@ -13,7 +13,6 @@ import pytest
 import torch
 from einops import rearrange
 
-
 REPO = Path(__file__).resolve().parents[1]
 
 

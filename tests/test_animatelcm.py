@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import subprocess
-from dataclasses import replace
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +21,10 @@ from einops import rearrange, repeat
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from svd_core import (CheckpointError, SVDConfig, embed_vector, encode_conditioning, generate, load_models,
-                      sample_video)
+from svd_core import CheckpointError, SVDConfig, embed_vector, encode_conditioning, generate, load_models, sample_video
+from svd_core.nets.unet import UNetConfig
 from svd_core.weights.convert.unet import folder_config
 from svd_core.weights.random_weights import save_random_checkpoint, save_random_unet
-from svd_core.nets.unet import UNetConfig
 
 REPO = Path(__file__).resolve().parents[1]
 H = W = 64
@@ -150,7 +149,7 @@ def test_lcm_sampling_by_hand(models):
 
     x = noise[0] * math.sqrt(700.0**2 + 1)  # (T, C, h, w)
     with torch.no_grad():
-        for s, s_next in zip(levels[:-1], levels[1:]):
+        for s, s_next in zip(levels[:-1], levels[1:], strict=True):
             x_in = x / math.sqrt(s * s + 1)
             v_u, v_c = v_of(neg, x_in, s), v_of(pos, x_in, s)
             v = v_u + w * (v_c - v_u)

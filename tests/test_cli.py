@@ -51,7 +51,8 @@ def test_generate_writes_a_playable_video(inputs, suffix):
 
 def test_missing_checkpoint_says_where_to_get_it(inputs):
     _, img, d = inputs
-    r = _run("--checkpoint", str(d / "svd_xt_1_1_missing.safetensors"), "--image", str(img), "--output", str(d / "x.webp"))
+    r = _run("--checkpoint", str(d / "svd_xt_1_1_missing.safetensors"), "--image", str(img),
+             "--output", str(d / "x.webp"))
     assert r.returncode == 2
     assert "stabilityai/stable-video-diffusion-img2vid-xt-1-1" in r.stderr and "models/checkpoints" in r.stderr
 
@@ -96,7 +97,7 @@ def test_cli_video_is_generates_video_for_its_seed(inputs):
             im.seek(i)
             frames.append(np.asarray(im.convert("RGB")))
     assert len(frames) == 3
-    assert max(int(np.abs(f.astype(int) - e.astype(int)).max()) for f, e in zip(frames, expected)) <= 1
+    assert max(int(np.abs(f.astype(int) - e.astype(int)).max()) for f, e in zip(frames, expected, strict=True)) <= 1
 
 
 def test_end_image_and_loop_from_the_command_line(inputs):

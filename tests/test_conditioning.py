@@ -1,14 +1,11 @@
 """Conditioning as the reference makes it (svd_core/video/conditioning.py)."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
 import svd_core
-from svd_core import (
-    SVDConfig, encode_conditioning,
-)
+from svd_core import SVDConfig, encode_conditioning
 from svd_core.weights.random_weights import random_models
 
 H = W = 64

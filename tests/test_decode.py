@@ -1,14 +1,11 @@
 """Decoding in fixed chunks (svd_core/video/decode.py)."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
 import svd_core
-from svd_core import (
-    SVDConfig, decode_latents,
-)
+from svd_core import SVDConfig, decode_latents
 from svd_core.weights.random_weights import random_models
 
 H = W = 64

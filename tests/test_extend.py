@@ -1,15 +1,12 @@
 """Long videos (svd_core/video/extend.py): lengths and seams, held latents, seeds per video, one step by hand."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 from einops import rearrange
 
 import svd_core
-from svd_core import (
-    HeldFrames, SVDConfig, decode_latents, encode_conditioning, extend, generate,
-)
+from svd_core import HeldFrames, SVDConfig, decode_latents, encode_conditioning, extend, generate
 from svd_core.diffusion.sampling import initial_noise_scale, karras_sigmas
 from svd_core.video.conditioning import clean_latents
 from svd_core.video.sample import guided_denoiser
@@ -55,7 +52,8 @@ def test_extend_lengths_seams_and_held_latents(models: svd_core.SVDModels) -> No
     for k in range(T, out.shape[1]):  # no frame appears twice at a seam
         assert not torch.equal(out[:, k], out[:, k - 1])
     assert len(held) == 3
-    torch.testing.assert_close(held[0], rearrange(clean_latents(models.vae, video[0, -2:]), "(b t) c h w -> b t c h w", b=1))
+    expected = rearrange(clean_latents(models.vae, video[0, -2:]), "(b t) c h w -> b t c h w", b=1)
+    torch.testing.assert_close(held[0], expected)
     same = extend(models, video, num_frames=5, overlap=2, num_clips=3, num_steps=2, seed=2, color_anchor=False)
     assert torch.equal(out, same)
     anchored = extend(models, video, num_frames=5, overlap=2, num_clips=1, num_steps=2, seed=2)
@@ -69,7 +67,8 @@ def test_extend_holds_the_given_latents_exactly_and_seeds_per_video(models: svd_
     images = _rand_images(2, 11)
     video = generate(models, images, num_frames=T, num_steps=1, seed=5)
     latents = torch.randn(2, T, 4, H // 8, W // 8, generator=torch.Generator().manual_seed(3))
-    both = extend(models, video, num_frames=4, overlap=1, num_steps=1, seed=7, video_latents=latents, color_anchor=False)
+    both = extend(models, video, num_frames=4, overlap=1, num_steps=1, seed=7, video_latents=latents,
+                  color_anchor=False)
     alone = extend(models, video[1:], num_frames=4, overlap=1, num_steps=1, seed=8, video_latents=latents[1:],
                    color_anchor=False)
     torch.testing.assert_close(both[1:], alone, rtol=0, atol=2e-3)  # batch-size rounding only
@@ -102,7 +101,8 @@ def test_one_extend_step_equals_the_hand_computation(models: svd_core.SVDModels)
     x[:, :2] = held + sigma0 * noise[:, :2]
     guided = guided_denoiser(models.unet, pos, neg, T, svd_core.guidance_scales("linear", T, s.min_cfg, s.max_cfg))
     with torch.inference_mode():
-        d = rearrange(guided(rearrange(x, "b t c h w -> (b t) c h w"), sigma0.expand(T)), "(b t) c h w -> b t c h w", b=1)
+        d = rearrange(guided(rearrange(x, "b t c h w -> (b t) c h w"), sigma0.expand(T)),
+                      "(b t) c h w -> b t c h w", b=1)
     z = x + (x - d) / sigma0 * (0.0 - sigma0)  # EDM Algorithm 2 line 8 as written (= D up to rounding at 700)
     z[:, :2] = held  # at sigma 0 the held frames are exactly the video's latents
     new = decode_latents(models.vae, z, decode_chunk_size=T)[:, 2:]

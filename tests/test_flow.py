@@ -2,25 +2,18 @@
 StableVideoDiffusionPipeline where both follow the same convention, batching, and the plain path spelled out."""
 from __future__ import annotations
 
-
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import svd_core
-from svd_core import (
-    SVDConfig, decode_latents, encode_conditioning, generate, load_models,
-    sample_video, video_seeds,
-)
+from svd_core import SVDConfig, decode_latents, encode_conditioning, generate, load_models, sample_video, video_seeds
+from svd_core.weights.convert.folder import save_diffusers_folder
 from svd_core.weights.random_weights import random_models
 
 H = W = 64
 T = 4
-
-import numpy as np
-from PIL import Image
-
-from svd_core.weights.convert.folder import save_diffusers_folder
-
 
 @pytest.fixture(scope="module")
 def models() -> svd_core.SVDModels:
@@ -46,7 +39,7 @@ def _to_pil(image: torch.Tensor) -> Image.Image:
 def _set_reference_eps(unet: torch.nn.Module) -> None:
     """diffusers' spatio-temporal res-blocks use GroupNorm eps 1e-6; the reference (sgm GroupNorm32 via
     openaimodel.normalization) uses 1e-5. Follow the reference in the oracle."""
-    from diffusers.models.resnet import TemporalResnetBlock, ResnetBlock2D
+    from diffusers.models.resnet import ResnetBlock2D, TemporalResnetBlock
 
     for m in unet.modules():
         if isinstance(m, (TemporalResnetBlock, ResnetBlock2D)):

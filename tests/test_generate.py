@@ -8,10 +8,7 @@ import pytest
 import torch
 
 import svd_core
-from svd_core import (
-    SVDConfig, generate, load_models,
-    video_seeds,
-)
+from svd_core import SVDConfig, generate, load_models, video_seeds
 from svd_core.weights.random_weights import random_models
 
 H = W = 64

@@ -56,7 +56,8 @@ def _imports(path: Path) -> list[tuple[str, int]]:
             # `from . import x` names a submodule when the file exists
             for alias in node.names:
                 candidate = f"{module}.{alias.name}"
-                if (REPO / (candidate.replace(".", "/") + ".py")).exists() or (REPO / candidate.replace(".", "/")).is_dir():
+                path = candidate.replace(".", "/")
+                if (REPO / (path + ".py")).exists() or (REPO / path).is_dir():
                     found.append((candidate, node.lineno))
     return found
 

@@ -2,15 +2,12 @@
 step against a hand computation, the ends, lengths, fitting and refusals."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 from einops import rearrange
 
 import svd_core
-from svd_core import (
-    SVDConfig, decode_latents, encode_conditioning, encode_keyframes, generate, sample_keyframes,
-)
+from svd_core import SVDConfig, decode_latents, encode_conditioning, encode_keyframes, generate, sample_keyframes
 from svd_core.diffusion.sampling import initial_noise_scale, karras_sigmas
 from svd_core.video.conditioning import clean_latents
 from svd_core.video.sample import guided_denoiser
@@ -42,8 +39,8 @@ def test_one_vibid_step_equals_the_hand_computation(models: svd_core.SVDModels) 
     first, last = _rand_images(1, 2), _rand_images(1, 3)
     g = torch.Generator().manual_seed(4)
     noise = torch.randn((1, T, 4, H // 8, W // 8), generator=g)
-    pos, neg = encode_conditioning(models.image_encoder, models.vae, first, fps_id=6, motion_bucket_id=127, cond_aug=0.02,
-                                   aug_noise=torch.zeros(1, 3, H, W))
+    pos, neg = encode_conditioning(models.image_encoder, models.vae, first, fps_id=6, motion_bucket_id=127,
+                                   cond_aug=0.02, aug_noise=torch.zeros(1, 3, H, W))
     kf = encode_keyframes(models.image_encoder, models.vae, first, last, fps_id=6, motion_bucket_id=127, cond_aug=0.02,
                           end_aug_noise=torch.zeros(1, 3, H, W))
     out = sample_keyframes(models.unet, pos, neg, kf, noise, num_steps=1, cfg_scale=1.5, cfg_scale_flip=2.0,

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +31,8 @@ def test_requirements_are_the_unpinned_runtime_dependencies_without_torch() -> N
 
 
 def test_comfyignore_keeps_tests_and_bench_out_of_the_archive() -> None:
-    patterns = [ln.strip() for ln in (REPO / ".comfyignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    patterns = [ln.strip() for ln in (REPO / ".comfyignore").read_text().splitlines()
+                if ln.strip() and not ln.startswith("#")]
     for folder in ("tests/", "bench/", ".ci/"):
         assert folder in patterns
     assert not any(p.startswith(("svd_core", "nodes", "example_workflows")) for p in patterns)

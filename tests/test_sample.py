@@ -10,10 +10,10 @@ from einops import rearrange
 
 import svd_core
 from svd_core import HeldFrames, SVDConfig, build_models, sample_video
+from svd_core.diffusion.sampling import SAMPLERS, initial_noise_scale, karras_sigmas, randn_noise_sampler, sample_euler
 from svd_core.video.conditioning import Conditioning
 from svd_core.video.sample import guided_denoiser
 from svd_core.weights.random_weights import randomize_
-from svd_core.diffusion.sampling import SAMPLERS, initial_noise_scale, karras_sigmas, randn_noise_sampler, sample_euler
 
 B, T, C, HW = 2, 4, 4, 8
 
@@ -28,7 +28,8 @@ def _cond(unet: svd_core.UNet, seed: int) -> tuple[Conditioning, Conditioning]:
     pos = Conditioning(crossattn=torch.randn(B, 1, unet.config.context_dim, generator=g),
                        concat=torch.randn(B, C, HW, HW, generator=g),
                        vector=torch.tensor([[6.0, 127.0, 0.02]] * B))
-    neg = Conditioning(crossattn=torch.zeros_like(pos.crossattn), concat=torch.zeros_like(pos.concat), vector=pos.vector)
+    neg = Conditioning(crossattn=torch.zeros_like(pos.crossattn), concat=torch.zeros_like(pos.concat),
+                       vector=pos.vector)
     return pos, neg
 
 
@@ -66,7 +67,8 @@ def test_churn_adds_seeded_noise_through_sample_video(unet: svd_core.UNet) -> No
     denoiser = guided_denoiser(unet, pos, neg, T, svd_core.guidance_scales("linear", T, 1.5, 3.0))
     x = rearrange(noise, "b t c h w -> (b t) c h w") * initial_noise_scale(sigmas[0])
     with torch.inference_mode():
-        expected = sample_euler(denoiser, x, sigmas, s_churn=1.0, noise_sampler=randn_noise_sampler(torch.Generator().manual_seed(9)))
+        expected = sample_euler(denoiser, x, sigmas, s_churn=1.0,
+                                noise_sampler=randn_noise_sampler(torch.Generator().manual_seed(9)))
     torch.testing.assert_close(churn[0], rearrange(expected, "(b t) c h w -> b t c h w", t=T), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="s_churn"):
         sample_video(unet, pos, neg, noise, sampler="dpmpp_2m", s_churn=1.0, **kw)

@@ -67,8 +67,9 @@ def core_cases() -> dict[str, Callable[[], Any]]:
         "generate_noise": lambda: svd_core.generate(models, images[:1], seed=8, noise=torch.randn(
             1, 4, 4, 8, 8, generator=torch.Generator().manual_seed(9))),
         "generate_end_image": lambda: svd_core.generate(models, images, seed=12, end_image=ends, num_steps=2),
-        "generate_end_image_fitted": lambda: svd_core.generate(models, images[:1], seed=13, num_steps=2,
-                                                               end_image=torch.rand(1, 3, 96, 80, generator=torch.Generator().manual_seed(22))),
+        "generate_end_image_fitted": lambda: svd_core.generate(
+            models, images[:1], seed=13, num_steps=2,
+            end_image=torch.rand(1, 3, 96, 80, generator=torch.Generator().manual_seed(22))),
         "generate_loop": lambda: svd_core.generate(models, images, seed=14, loop=True, num_frames=5, num_steps=2),
         "generate_lcm": lambda: svd_core.generate(lcm, images, seed=15),
         "extend_pixels": lambda: svd_core.extend(models, first, num_frames=4, overlap=2, num_clips=2, seed=16),
@@ -212,7 +213,8 @@ def main() -> int:
     diffs = _differences(before, now, "snapshot")
     for d in diffs:
         log.error("%s", d)
-    log.info("%d outputs compared: %s", len(set(before) & set(now)), "all identical" if not diffs else f"{len(diffs)} differ")
+    log.info("%d outputs compared: %s", len(set(before) & set(now)),
+             "all identical" if not diffs else f"{len(diffs)} differ")
     return 1 if diffs else 0
 
 

@@ -103,7 +103,7 @@ class VideoWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         rows: dict[str, list[Any]] = {"row": []}
-        for path, data in zip(batch["path"], batch["bytes"]):
+        for path, data in zip(batch["path"], batch["bytes"], strict=True):
             job = self.jobs[os.path.realpath(str(path))]
             request = request_for(self.models, self.options, seed=job.seed)
             row: dict[str, Any] = {"input": job.image, "output": job.output, "seed": job.seed,
@@ -240,5 +240,5 @@ def run(checkpoint: str | os.PathLike[str], images: str, output: str | os.PathLi
                                                 threads_per_worker=threads_per_worker, address=address))
 
 
-__all__ = ["BatchError", "BatchOptions", "Job", "VideoWorker", "check_output", "plan", "run", "run_from_args", "run_job",
-           "MANIFEST", "FORMATS"]
+__all__ = ["BatchError", "BatchOptions", "Job", "VideoWorker", "check_output", "plan", "run", "run_from_args",
+           "run_job", "MANIFEST", "FORMATS"]

@@ -25,35 +25,50 @@ log = logging.getLogger("svd_core")
 
 def _model_options(g: argparse.ArgumentParser) -> None:
     """Options of every subcommand that loads the models and makes videos."""
-    g.add_argument("--checkpoint", required=True, type=Path, help="svd_xt_1_1.safetensors (or svd_xt / svd), or a diffusers folder")
+    g.add_argument("--checkpoint", required=True, type=Path,
+                   help="svd_xt_1_1.safetensors (or svd_xt / svd), or a diffusers folder")
     g.add_argument("--unet", type=Path, default=None,
-                   help="a UNet-only file used instead of the checkpoint's UNet, e.g. AnimateLCM-SVD-xt-1.1.safetensors "
-                        "(its preset, 4 lcm steps, then comes from its name)")
+                   help="a UNet-only file used instead of the checkpoint's UNet, e.g. "
+                        "AnimateLCM-SVD-xt-1.1.safetensors (its preset, 4 lcm steps, then comes from its name)")
     g.add_argument("--loop", action="store_true", help="a seamless loop: the image at both ends, no frame repeated")
-    g.add_argument("--width", type=int, default=None, help="output width, a multiple of 64 (default: the preset's, 1024)")
-    g.add_argument("--height", type=int, default=None, help="output height, a multiple of 64 (default: the preset's, 576)")
-    g.add_argument("--resize", choices=RESIZE_MODES, default="crop", help="how the image is fitted to the size (default crop)")
-    g.add_argument("--frames", type=int, default=None, help="number of frames (default: the preset's, 25 for XT, 14 for SVD)")
-    g.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's, 30 for XT, 25 for SVD)")
+    g.add_argument("--width", type=int, default=None,
+                   help="output width, a multiple of 64 (default: the preset's, 1024)")
+    g.add_argument("--height", type=int, default=None,
+                   help="output height, a multiple of 64 (default: the preset's, 576)")
+    g.add_argument("--resize", choices=RESIZE_MODES, default="crop",
+                   help="how the image is fitted to the size (default crop)")
+    g.add_argument("--frames", type=int, default=None,
+                   help="number of frames (default: the preset's, 25 for XT, 14 for SVD)")
+    g.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (default: the preset's, 30 for XT, 25 for SVD)")
     g.add_argument("--fps", type=int, default=None,
-                   help="frames per second of the file; the model sees fps_id = fps - 1 (default: the preset's fps_id + 1, 7)")
-    g.add_argument("--fps-id", type=int, default=None, help="override the fps_id conditioning (default fps - 1, the preset's 6)")
+                   help="frames per second of the file; the model sees fps_id = fps - 1 "
+                        "(default: the preset's fps_id + 1, 7)")
+    g.add_argument("--fps-id", type=int, default=None,
+                   help="override the fps_id conditioning (default fps - 1, the preset's 6)")
     g.add_argument("--motion-bucket-id", type=int, default=None,
                    help="amount of motion (default: the preset's, 127, SVD-XT 1.1's fine-tuning value)")
-    g.add_argument("--cond-aug", type=float, default=None, help="noise added to the conditioning frame (default: the preset's, 0.02)")
-    g.add_argument("--min-cfg", type=float, default=None, help="guidance scale on the first frame (default: the preset's)")
-    g.add_argument("--max-cfg", type=float, default=None, help="guidance scale on the last frame (default: the preset's)")
+    g.add_argument("--cond-aug", type=float, default=None,
+                   help="noise added to the conditioning frame (default: the preset's, 0.02)")
+    g.add_argument("--min-cfg", type=float, default=None,
+                   help="guidance scale on the first frame (default: the preset's)")
+    g.add_argument("--max-cfg", type=float, default=None,
+                   help="guidance scale on the last frame (default: the preset's)")
     g.add_argument("--guidance", choices=GUIDANCE_SCHEDULES, default="linear", help="per-frame guidance schedule")
     g.add_argument("--sampler", choices=SAMPLER_NAMES, default=None,
                    help="sampler (default: the preset's; euler, the reference's, or lcm for AnimateLCM)")
     g.add_argument("--seed", type=int, default=0, help="random seed (same video on CPU and GPU)")
-    g.add_argument("--decode-chunk-size", type=int, default=None, help="frames decoded at once (default 14, the reference's)")
-    g.add_argument("--preset", choices=sorted(PRESETS), default=None, help="sampling defaults (default: guessed from the file name)")
-    g.add_argument("--dtype", choices=("auto", *COMPUTE_DTYPES), default="auto", help="compute dtype (auto: fp16 on GPU, fp32 on CPU)")
+    g.add_argument("--decode-chunk-size", type=int, default=None,
+                   help="frames decoded at once (default 14, the reference's)")
+    g.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="sampling defaults (default: guessed from the file name)")
+    g.add_argument("--dtype", choices=("auto", *COMPUTE_DTYPES), default="auto",
+                   help="compute dtype (auto: fp16 on GPU, fp32 on CPU)")
     g.add_argument("--vae-dtype", choices=COMPUTE_DTYPES, default="fp32",
                    help="VAE dtype (default fp32, as the reference runs its VAE; bf16 saves memory when decoding)")
     g.add_argument("--compile", action="store_true",
-                   help="compile the UNet and decoder with torch.compile (slow first run; eager with a warning where it cannot)")
+                   help="compile the UNet and decoder with torch.compile (slow first run; eager with a warning "
+                        "where it cannot)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -63,7 +78,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--image", required=True, type=Path, help="input image (any format Pillow reads)")
     g.add_argument("--end-image", type=Path, default=None,
                    help="last frame: the video ends on it (ViBiDSampler; fitted like --image)")
-    g.add_argument("--output", required=True, type=Path, help="out.webp, out.gif, out.png (animated PNG, lossless) or out.mp4 (MP4 needs PyAV)")
+    g.add_argument("--output", required=True, type=Path,
+                   help="out.webp, out.gif, out.png (animated PNG, lossless) or out.mp4 (MP4 needs PyAV)")
     _model_options(g)
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     g.add_argument("--threads", type=int, default=None,
@@ -78,7 +94,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--format", choices=tuple(x.lstrip(".") for x in VIDEO_SUFFIXES), default="webp",
                    help="video format of every output (default webp)")
     _model_options(b)
-    b.add_argument("--address", default=None, help="a Ray cluster to join (e.g. ray://host:10001 or auto); default: start a local one")
+    b.add_argument("--address", default=None,
+                   help="a Ray cluster to join (e.g. ray://host:10001 or auto); default: start a local one")
     b.add_argument("--workers", type=int, default=1, help="workers, each holding the models (default 1)")
     b.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs of each worker (default 0: CPU workers)")
     b.add_argument("--threads-per-worker", type=int, default=None,

@@ -53,7 +53,8 @@ class Conditioning:
     @staticmethod
     def cat(items: list[Conditioning]) -> Conditioning:
         """The tensors of several conditionings stacked (their keyframes are not carried over)."""
-        return Conditioning(crossattn=torch.cat([c.crossattn for c in items]), concat=torch.cat([c.concat for c in items]),
+        return Conditioning(crossattn=torch.cat([c.crossattn for c in items]),
+                            concat=torch.cat([c.concat for c in items]),
                             vector=torch.cat([c.vector for c in items]))
 
 
@@ -155,6 +156,7 @@ def encode_keyframes(image_encoder: ImageEncoder, vae: VAE, image: Tensor, end_i
     if end_image.shape != image.shape:
         raise ValueError(f"end_image has shape {tuple(end_image.shape)}; expected the image's {tuple(image.shape)} "
                          "(fit it first, e.g. with svd_core.image_ops.fit_image)")
-    end_pos, end_neg = encode_conditioning(image_encoder, vae, end_image, fps_id=fps_id, motion_bucket_id=motion_bucket_id,
-                                           cond_aug=cond_aug, aug_noise=end_aug_noise)
+    end_pos, end_neg = encode_conditioning(image_encoder, vae, end_image, fps_id=fps_id,
+                                           motion_bucket_id=motion_bucket_id, cond_aug=cond_aug,
+                                           aug_noise=end_aug_noise)
     return Keyframes(end_pos, end_neg, clean_latents(vae, image), clean_latents(vae, end_image), loop)

@@ -15,7 +15,8 @@ __all__ = ["decode_chunk", "decode_latents"]
 
 log = logging.getLogger(__name__)
 
-def decode_chunk(decode_chunk_size: int | None, num_frames: int, default: int = SamplingConfig.decode_chunk_size) -> int:
+def decode_chunk(decode_chunk_size: int | None, num_frames: int,
+                 default: int = SamplingConfig.decode_chunk_size) -> int:
     """The frames decoded together: decode_chunk_size (None: `default`, the reference's 14 or a preset's,
     quietly at most num_frames), at most the video's num_frames (a larger value is clamped, with a warning
     naming it); below 1 is refused."""

@@ -92,8 +92,8 @@ def extend(
     if video_latents is not None:
         if video_latents.ndim != 5 or tuple(video_latents.shape[0:1] + video_latents.shape[2:]) != (b, *shape[1:]) \
                 or video_latents.shape[1] < overlap:
-            raise ValueError(f"video_latents must be (B={b}, T >= overlap={overlap}, {', '.join(map(str, shape[1:]))}), "
-                             f"got {tuple(video_latents.shape)}")
+            raise ValueError(f"video_latents must be (B={b}, T >= overlap={overlap}, "
+                             f"{', '.join(map(str, shape[1:]))}), got {tuple(video_latents.shape)}")
         last = video_latents[:, -overlap:].float()
     else:
         last = rearrange(clean_latents(models.vae, rearrange(video[:, -overlap:].float(), "b t c h w -> (b t) c h w")),

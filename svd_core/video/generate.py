@@ -49,9 +49,9 @@ def generate(
     30 steps, 1.5-3.0; these three: fps_id 6, motion bucket 127, cond_aug 0.02, 14 frames a decode chunk,
     euler; AnimateLCM-SVD-xt: 4 steps of the lcm sampler, 1.0-1.2, motion bucket 80, chunk 4). Video i has its
     own CPU generator seeded with seed + i (see `video_seeds`), which draws its initial latent noise
-    (T, C, H/8, W/8) first, then its augmentation noise (3, H, W), then any noise the sampler adds: video i of a batch is the video its
-    image gives alone with seed + i, on any device. `noise` (B, T, C, H/8, W/8) replaces the first draws
-    (they are still made, so the augmentation noise stays the same).
+    (T, C, H/8, W/8) first, then its augmentation noise (3, H, W), then any noise the sampler adds: video i
+    of a batch is the video its image gives alone with seed + i, on any device. `noise` (B, T, C, H/8, W/8)
+    replaces the first draws (they are still made, so the augmentation noise stays the same).
 
     `end_image` (B, 3, H', W'; fitted to the image's size with `resize_mode` when it differs) makes the
     video end on it: ViBiDSampler (keyframes.py) with its defaults, 25 steps unless num_steps is given and

@@ -33,12 +33,12 @@ from einops import rearrange
 from torch import Tensor
 
 from ..diffusion.guidance import GuidedDenoiser, guidance_scales
+from ..diffusion.sampling import RHO, SIGMA_MAX, SIGMA_MIN, NoiseSampler, initial_noise_scale, karras_sigmas
 from ..nets.layers import execution_device
+from ..nets.unet import UNet
 from ..seeds import VideoNoise
 from .conditioning import Conditioning, Keyframes
 from .sample import StepCallback, guided_denoiser
-from ..diffusion.sampling import RHO, SIGMA_MAX, SIGMA_MIN, NoiseSampler, initial_noise_scale, karras_sigmas
-from ..nets.unet import UNet
 
 __all__ = ["VIBID_STEPS", "VIBID_CFG", "VIBID_CFG_FLIP", "sample_vibid", "sample_keyframes"]
 

@@ -50,7 +50,8 @@ def _preconditioned(unet: UNet, conds: list[Conditioning], num_frames: int) -> V
 
     def network(x_in: Tensor, c_noise: Tensor) -> Tensor:  # F(c_in * x; c_noise), x_in (n*B*T, C, h, w)
         # The conditioning latent is concatenated AFTER the c_in scaling, unscaled (sgm OpenAIWrapper).
-        return unet(torch.cat([x_in, concat], dim=1), c_noise, crossattn, vector, num_frames=num_frames)  # c_noise stays fp32
+        # c_noise stays fp32
+        return unet(torch.cat([x_in, concat], dim=1), c_noise, crossattn, vector, num_frames=num_frames)
 
     return VDenoiser(network, dtype=dtype)
 
@@ -90,7 +91,8 @@ class HeldFrames:
         return hook
 
 
-def guided_denoiser(unet: UNet, positive: Conditioning, negative: Conditioning, num_frames: int, scales: Tensor) -> GuidedDenoiser:
+def guided_denoiser(unet: UNet, positive: Conditioning, negative: Conditioning, num_frames: int,
+                    scales: Tensor) -> GuidedDenoiser:
     """D(x, sigma) for x (B*T, C, h, w): the EDM-preconditioned UNet (VDenoiser) on the conditioning,
     cond and uncond in one batch, guided per frame with `scales` (T,)."""
     return GuidedDenoiser(_preconditioned(unet, [negative, positive], num_frames), scales)
@@ -196,7 +198,8 @@ def sample_video(
         hold.check(noise.shape)
     device = execution_device(unet)
     scales = guidance_scales(guidance, t, min_cfg, max_cfg)
-    sigmas = SCHEDULES[spec.schedule](num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, denoise=denoise).to(device)
+    sigmas = SCHEDULES[spec.schedule](num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho,
+                                      denoise=denoise).to(device)
     denoiser = _denoiser(unet, positive, negative, scales, cfg_parallel)
     if denoiser_wrapper is not None:
         denoiser = denoiser_wrapper(denoiser)

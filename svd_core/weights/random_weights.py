@@ -56,7 +56,8 @@ def random_tensor(name: str, shape: tuple[int, ...], generator: torch.Generator)
     return torch.where(v == 0, torch.full_like(v, 1e-3), v)
 
 
-def random_state_dict(config: SVDConfig, *, seed: int = 0, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+def random_state_dict(config: SVDConfig, *, seed: int = 0,
+                      dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
     """Random weights for `config` under the official single-file names (see `layout`)."""
 
     models = build_models(config, device=torch.device("meta"))
@@ -68,7 +69,8 @@ def random_state_dict(config: SVDConfig, *, seed: int = 0, dtype: torch.dtype = 
     return out
 
 
-def comfyui_layout(sd: dict[str, torch.Tensor], clip_prefix: str = "conditioner.embedders.0.open_clip.model.visual.") -> dict[str, torch.Tensor]:
+def comfyui_layout(sd: dict[str, torch.Tensor],
+                   clip_prefix: str = "conditioner.embedders.0.open_clip.model.visual.") -> dict[str, torch.Tensor]:
     """The official single-file state dict rewritten as ComfyUI's ImageOnlyCheckpointSave writes SVD: the
     UNet unchanged, the VAE as `first_stage_model.encoder/decoder` (no conditioner.embedders.3), and the
     image tower in ComfyUI's clip-vision names (transformers' layout) under `clip_prefix`."""

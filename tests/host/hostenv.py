@@ -42,8 +42,8 @@ def start_inprocess_host(root: Path) -> Any:
 
     comfy.cli_args.args.cpu = True
     comfy.cli_args.args.preview_method = comfy.cli_args.LatentPreviewMethod.Latent2RGB
-    import utils.extra_config  # noqa: F401  (before `nodes`: otherwise `utils` is comfy/utils.py)
     import folder_paths
+    import utils.extra_config  # noqa: F401  (before `nodes`: otherwise `utils` is comfy/utils.py)
 
     for name in ("input", "output", "temp", "checkpoints", "diffusion_models", "custom_nodes"):
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,8 @@ def node_videos(nodes: dict[str, Any], images: torch.Tensor, *, size: int, frame
     pos, neg = nodes["StableVideoConditioning"].execute(
         clip_vision=clip, vae=vae, image=images, width=size, height=size, resize_mode="crop", fps=7,
         motion_bucket_id=127, cond_aug=0.02, seed=cond_seed, **cond).result
-    (latent,) = nodes["StableVideoEmptyLatent"].execute(width=size, height=size, frames=frames, batch_size=videos).result
+    (latent,) = nodes["StableVideoEmptyLatent"].execute(width=size, height=size, frames=frames,
+                                                         batch_size=videos).result
     if pick is not None:
         (latent,) = nodes["LatentFromBatch"]().frombatch(latent, pick * frames, frames)
         assert latent["batch_index"] == list(range(pick * frames, (pick + 1) * frames))
@@ -142,11 +143,10 @@ def write_sd15_checkpoint(path: Path) -> Path:
     res block to stay small; CLIP-L text model and the SD VAE at the sizes ComfyUI builds them.
     The modules are built on `meta` only for their names and shapes (ComfyUI's and transformers'
     classes serve as the oracle of the layout)."""
-    from safetensors.torch import save_file
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     from comfy.ldm.models.autoencoder import AutoencoderKL
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     shapes: dict[str, torch.Size] = {}
     with torch.device("meta"):
@@ -160,7 +160,8 @@ def write_sd15_checkpoint(path: Path) -> Path:
         vae = AutoencoderKL(ddconfig=ddconfig, embed_dim=4)
         shapes.update({f"first_stage_model.{k}": v.shape for k, v in vae.state_dict().items()})
         cfg = json.loads((COMFY / "comfy" / "sd1_clip_config.json").read_text())
-        text = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in cfg.items() if k not in ("architectures", "torch_dtype")}))
+        text = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in cfg.items()
+                                               if k not in ("architectures", "torch_dtype")}))
         shapes.update({f"cond_stage_model.transformer.{k}": v.shape for k, v in text.state_dict().items()
                        if "position_ids" not in k})
     save_file(_random_like(shapes, seed=1), str(path))
@@ -317,7 +318,7 @@ def api_to_ui(api: dict[str, Any], node_classes: dict[str, Any], title: str) -> 
         cls = node_classes[api[nid]["class_type"]]
         names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
         outputs[nid] = [{"name": n, "type": t, "slot_index": i, "links": []}
-                        for i, (n, t) in enumerate(zip(names, cls.RETURN_TYPES))]
+                        for i, (n, t) in enumerate(zip(names, cls.RETURN_TYPES, strict=True))]
     nodes = []
     rows: dict[int, int] = {}
     for idx, nid in enumerate(order):

@@ -116,8 +116,8 @@ def test_an_empty_video_is_refused_naming_the_input(comfy_nodes: Any, assets: Pa
     empty = InputImpl.VideoFromComponents(Types.VideoComponents(images=torch.zeros(0, SIZE, SIZE, 3), audio=None,
                                                                 frame_rate=Fraction(7)))
     with pytest.raises(ValueError, match="video"):
-        n["StableVideoExtend"].execute(model=model, clip_vision=clip, vae=vae, video=empty, frames=3, overlap=1, clips=1,
-                                       seed=0, steps=1, min_cfg=1.5, max_cfg=3.0, fps=7, motion_bucket_id=127,
+        n["StableVideoExtend"].execute(model=model, clip_vision=clip, vae=vae, video=empty, frames=3, overlap=1,
+                                       clips=1, seed=0, steps=1, min_cfg=1.5, max_cfg=3.0, fps=7, motion_bucket_id=127,
                                        cond_aug=0.02, color_anchor=True, frames_per_chunk=0)
 
 

@@ -69,7 +69,8 @@ def _run(prompt: dict[str, Any]) -> tuple[Any, Any]:
     return valid, executor
 
 
-@settings(max_examples=45, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=45, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_every_widget_value_runs_or_is_refused_naming_it(comfy_nodes: Any, assets: Path, data: st.DataObject) -> None:
     node, widget = data.draw(st.sampled_from(sorted(WIDGETS)), label="widget")

@@ -38,7 +38,8 @@ def run(comfy_nodes: Any, prompt: dict[str, Any], executor: Any = None) -> tuple
 
 
 def error_text(executor: Any) -> str:
-    return " ".join(str(d.get("exception_message", "")) for ev, d in executor.status_messages if ev == "execution_error")
+    return " ".join(str(d.get("exception_message", "")) for ev, d in executor.status_messages
+                    if ev == "execution_error")
 
 
 def test_pack_registers_its_seven_nodes_with_tooltips(comfy_nodes: Any) -> None:
@@ -85,8 +86,10 @@ def test_workflow_replays_in_process(comfy_nodes: Any, assets: Path, host_root: 
         assert f.is_file() and hostenv.count_frames(f) == frames, f
 
 
-def test_weights_load_once_and_free_memory_unloads(comfy_nodes: Any, assets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_weights_load_once_and_free_memory_unloads(
+        comfy_nodes: Any, assets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import comfy.model_management as mm
+
     import svd_core
 
     calls: list[str] = []

@@ -104,7 +104,8 @@ def test_the_empty_latent_takes_its_size_from_a_wired_conditioning(comfy_nodes: 
     pos, _ = n["StableVideoConditioning"].execute(
         clip_vision=clip, vae=vae, image=image, width=128, height=64, resize_mode="crop", fps=7,
         motion_bucket_id=127, cond_aug=0.02, seed=0).result
-    (latent,) = n["StableVideoEmptyLatent"].execute(width=1024, height=576, frames=2, batch_size=1, conditioning=pos).result
+    (latent,) = n["StableVideoEmptyLatent"].execute(width=1024, height=576, frames=2, batch_size=1,
+                                                     conditioning=pos).result
     assert latent["samples"].shape == (2, 4, 64 // 8, 128 // 8)  # the widgets' 1024x576 is ignored
     (plain,) = n["StableVideoEmptyLatent"].execute(width=192, height=64, frames=2, batch_size=1).result
     assert plain["samples"].shape == (2, 4, 8, 24)

@@ -111,6 +111,7 @@ def test_fp8_weights_run_and_stay_close_to_fp16(comfy_nodes: Any, assets: Path) 
 def test_each_node_tells_comfyui_the_memory_its_work_needs(
         comfy_nodes: Any, assets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import comfy.model_management as mm
+
     import svd_core
     from svd_core import memory
 

@@ -46,7 +46,8 @@ def test_workflow_replays_over_http(server: Any, name: str) -> None:
         assert hostenv.count_frames(f) == frames, f
 
 
-async def _sample_then_cancel(server: Any, prompt: dict[str, Any], sampler_node: str) -> tuple[list[int], list[int], list[str]]:
+async def _sample_then_cancel(server: Any, prompt: dict[str, Any],
+                              sampler_node: str) -> tuple[list[int], list[int], list[str]]:
     """Queue `prompt`, POST /interrupt once the sampler has reported 3 steps; returns the progress
     values seen before and after the interrupt and the event names seen after it."""
     import aiohttp
