@@ -16,7 +16,7 @@ from .config import PRESETS, SamplingConfig, SVDConfig
 from .diffusion.guidance import GUIDANCE_SCHEDULES, guidance_scales
 from .diffusion.sampling import karras_sigmas, lcm_sigmas
 from .nets.image_encoder import ImageEncoder, ImageEncoderConfig
-from .nets.pieces import Plan, use_plan
+from .nets.pieces import PieceSizes, Plan, use_piece_sizes, use_plan
 from .nets.unet import UNet, UNetConfig
 from .nets.vae import VAE, VAEConfig
 from .seeds import VideoNoise, video_seeds
@@ -34,7 +34,8 @@ from .weights.random_weights import random_models, randomize_, save_random_check
 
 __all__ = [
     "PRESETS", "SamplingConfig", "SVDConfig", "GUIDANCE_SCHEDULES", "guidance_scales", "karras_sigmas",
-    "lcm_sigmas", "ImageEncoder", "ImageEncoderConfig", "Plan", "use_plan", "UNet", "UNetConfig", "VAE",
+    "lcm_sigmas", "ImageEncoder", "ImageEncoderConfig", "PieceSizes", "use_piece_sizes", "Plan", "use_plan", "UNet",
+    "UNetConfig", "VAE",
     "VAEConfig", "VideoNoise", "video_seeds", "Conditioning", "Keyframes", "embed_vector", "encode_conditioning",
     "encode_keyframes", "decode_chunk", "decode_latents", "extend", "make_video", "generate", "sample_keyframes",
     "VideoRequest", "SAMPLER_NAMES", "HeldFrames", "sample_video", "CheckpointError", "load_models", "SVDModels",

@@ -33,7 +33,15 @@ from einops import rearrange
 from torch import Tensor
 
 from ..diffusion.guidance import GuidedDenoiser, guidance_scales
-from ..diffusion.sampling import RHO, SIGMA_MAX, SIGMA_MIN, NoiseSampler, initial_noise_scale, karras_sigmas
+from ..diffusion.sampling import (
+    RHO,
+    SIGMA_MAX,
+    SIGMA_MIN,
+    NoiseSampler,
+    initial_noise_scale,
+    karras_sigmas,
+    per_sample_sigma,
+)
 from ..nets.layers import execution_device
 from ..nets.unet import UNet
 from ..seeds import VideoNoise
@@ -61,7 +69,7 @@ def _reverse_frames(x: Tensor, t: int) -> Tensor:
 def _cfgpp_step(guider: GuidedDenoiser, x: Tensor, sigma: Tensor, sigma_next: Tensor, known: Tensor,
                 t: int) -> tuple[Tensor, Tensor]:
     """Lines 1-3 of a ViBiD half step: (the new x at sigma_next, the guided estimate with its known frame)."""
-    d_u, d_c = guider.pair(x, sigma.to(torch.float32).expand(x.shape[0]))
+    d_u, d_c = guider.pair(x, per_sample_sigma(sigma, x))
     d = _with_last_frame(guider.combine(d_u, d_c), known, t)
     return d + (x - d_u) / sigma * sigma_next, d
 
