@@ -22,16 +22,14 @@ from __future__ import annotations
 import logging
 import platform
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .nets.layers import execution_device
-
-if TYPE_CHECKING:
-    from .weights.models import SVDModels
+from .nets.vae import VAE
 
 __all__ = ["compile_models", "compiler_works", "onednn_linear_available", "onednn_linears", "OneDNNLinear"]
 
@@ -127,7 +125,18 @@ def _with_fallback(module: torch.nn.Module, name: str, mode: str | None) -> None
     module.forward = forward  # type: ignore[method-assign]
 
 
-def compile_models(models: SVDModels, *, mode: str | None = None) -> bool:
+class Compilable(Protocol):
+    """What compile_models compiles: weights.models.SVDModels (named by its parts, so that this module, which
+    build_models uses, never imports the weights package back)."""
+
+    @property
+    def unet(self) -> nn.Module: ...
+
+    @property
+    def vae(self) -> VAE: ...
+
+
+def compile_models(models: Compilable, *, mode: str | None = None) -> bool:
     """Compile the UNet and the temporal decoder once (idempotent). Returns whether they were compiled."""
     if getattr(models, _COMPILED, False):
         return True
