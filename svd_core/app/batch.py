@@ -192,7 +192,9 @@ def _run_pool(options: RenderOptions, job: BatchOptions, todo: list[Job], output
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=job.address, logging_level=logging.WARNING, log_to_driver=False)
+        # no --address: a new local Ray ("local"), never whatever cluster this machine last started (Ray's own
+        # default for address=None reads /tmp/ray/ray_current_cluster, which a stopped cluster leaves behind)
+        ray.init(address=job.address or "local", logging_level=logging.WARNING, log_to_driver=False)
     try:
         threads = job.threads()
         device = "cuda" if job.gpus_per_worker > 0 else "cpu"
