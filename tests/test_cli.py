@@ -80,7 +80,7 @@ def test_cli_video_is_generates_video_for_its_seed(inputs):
     import torch
 
     from svd_core import generate, load_models
-    from svd_core.app.cli import load_image
+    from svd_core.app.render import load_image
     from svd_core.image_ops import fit_image
 
     ckpt, img, d = inputs

@@ -43,13 +43,17 @@ def _spread_mix_factors(module: nn.Module, seed: int) -> nn.Module:
     return module
 
 
-@pytest.fixture(scope="module", params=["tiny", "medium"])
+# the medium model (a UNet of 93 M parameters) takes minutes on 2 cores: -m slow; the tiny one runs by default
+SIZES = ["tiny", pytest.param("medium", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(scope="module", params=SIZES)
 def unet(request: pytest.FixtureRequest) -> UNet:
     cfg = UNetConfig.tiny() if request.param == "tiny" else MEDIUM.unet
     return _spread_mix_factors(randomize_(UNet(cfg), 3), 4).eval()
 
 
-@pytest.fixture(scope="module", params=["tiny", "medium"])
+@pytest.fixture(scope="module", params=SIZES)
 def vae(request: pytest.FixtureRequest) -> VAE:
     cfg = VAEConfig.tiny() if request.param == "tiny" else MEDIUM.vae
     return _spread_mix_factors(randomize_(VAE(cfg), 5), 6).eval()

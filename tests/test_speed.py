@@ -43,6 +43,7 @@ def _cond(models: svd_core.SVDModels) -> tuple[Conditioning, Conditioning]:
     return pos, Conditioning(torch.zeros_like(pos.crossattn), torch.zeros_like(pos.concat), pos.vector)
 
 
+@pytest.mark.slow  # tracing the UNet, the decoder and a guided step: minutes on 2 cores
 def test_unet_decoder_and_a_guided_step_trace_without_graph_breaks(models: svd_core.SVDModels) -> None:
     torch._dynamo.reset()
     with torch.no_grad():
@@ -61,6 +62,7 @@ def test_unet_decoder_and_a_guided_step_trace_without_graph_breaks(models: svd_c
         assert e.graph_count == 1, (name, e.graph_count)
 
 
+@pytest.mark.slow  # compiling the UNet and the decoder with inductor: minutes on 2 cores
 def test_compiled_equals_eager(models: svd_core.SVDModels, cpu_compiler: None) -> None:
     """The UNet and decoder within 1e-5, and sampled, decoded frames within 1e-4 (sigma_max 10: from 700 the
     float32 spacing of x, 6e-5, makes any two implementations differ by that much whatever they compute)."""

@@ -31,20 +31,20 @@ def _rss_mb() -> float:
 
 
 class Recorder:
-    """Keeps every video the decoder node returns (svd_core.decode_latents, as the node calls it)."""
+    """Keeps every video the decoder node returns (svd_core.video.flow.decode, as the node calls it)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import svd_core
+        from svd_core.video import flow
 
         self.videos: list[torch.Tensor] = []
-        real = svd_core.decode_latents
+        real = flow.decode  # the decoder node's stage of the video flow
 
         def recording(*args: Any, **kwargs: Any) -> torch.Tensor:
             out = real(*args, **kwargs)
             self.videos.append(out.clone())
             return out
 
-        monkeypatch.setattr(svd_core, "decode_latents", recording)
+        monkeypatch.setattr(flow, "decode", recording)
 
 
 def _execute(prompt: dict[str, Any], executor: Any = None) -> Any:
