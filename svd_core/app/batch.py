@@ -193,7 +193,7 @@ def _run_pool(options: RenderOptions, job: BatchOptions, todo: list[Job], output
     started = not ray.is_initialized()
     if started:
         # no --address: a new local Ray ("local"), never whatever cluster this machine last started (Ray's own
-        # default for address=None reads /tmp/ray/ray_current_cluster, which a stopped cluster leaves behind)
+        # default for address=None joins the last started cluster, whose record a stopped cluster leaves behind)
         ray.init(address=job.address or "local", logging_level=logging.WARNING, log_to_driver=False)
     try:
         threads = job.threads()
