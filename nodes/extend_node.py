@@ -136,8 +136,8 @@ class StableVideoExtend(io.ComfyNode):
         if z is not None and (z.shape[0] != b or z.shape[-2:] != (height // f, width // f)):
             raise ValueError(f"latent holds {z.shape[0]} video(s) of {z.shape[-1] * f}x{z.shape[-2] * f}, the images "
                              f"{b} of {width}x{height}: connect the latent that made these images")
-        chunk = VideoRequest.build(model.config, num_frames=frames, decode_chunk_size=frames_per_chunk or None,
-                                   num_steps=steps, sampler=model.config.sampling.sampler).decode_chunk_size
+        # the frames each clip decodes together: 0 = the preset's, as svd_core.extend resolves it
+        chunk = svd_core.decode_chunk(frames_per_chunk or None, frames, default=model.config.sampling.decode_chunk_size)
         need = max(memory.unet_step_bytes(model.config.unet, b, frames, height, width, compute_dtype(model.module)),
                    memory.decode_bytes(model.config.vae, chunk, height, width, compute_dtype(vae.module)))
         mm.load_models_gpu([model.patcher, clip_vision.patcher, vae.patcher], memory_required=need)
