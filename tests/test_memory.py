@@ -33,6 +33,7 @@ def full_fp16() -> dict[str, dict[str, int]]:
     return memory_model.model(FULL, work, stages=("unet_step", "decode_chunk"))["svd_core"]
 
 
+@pytest.mark.slow  # the full-size model on fake tensors: about a minute on 2 cores
 def test_full_size_step_and_decode_fit_the_cards_people_own(full_fp16: dict[str, dict[str, int]]) -> None:
     """Issue 7's targets at 1024x576, 25 frames, fp16 weights (weights + activation peak)."""
     step = full_fp16["unet_step"]
@@ -44,6 +45,7 @@ def test_full_size_step_and_decode_fit_the_cards_people_own(full_fp16: dict[str,
     assert (d32["weights"] + d32["activations"]) / GiB <= 8.0, d32
 
 
+@pytest.mark.slow  # the full-size model on fake tensors: about a minute on 2 cores
 def test_formulas_stay_above_the_count_and_near_it(full_fp16: dict[str, dict[str, int]]) -> None:
     est = memory_model.formula(FULL, memory_model.Work())
     for stage in ("unet_step", "decode_chunk"):
