@@ -55,6 +55,9 @@ class UNetConfig:
     transformer_depth: int = 1  # yaml transformer_depth
     context_dim: int = 1024  # yaml context_dim (OpenCLIP ViT-H image embedding)
     vector_embed_dim: int = 256  # ConcatTimestepEmbedderND outdim, for each of fps_id, motion_bucket_id, cond_aug
+    # the widths of the embeddings concatenated into y, in order, when they are not three of vector_embed_dim:
+    # SV3D_u (256,) (cond_aug), SV3D_p (256, 512, 512) (cond_aug, polars_rad, azimuths_rad); sv3d_*.yaml
+    vector_dims: tuple[int, ...] | None = None
     video_kernel_size: int = 3  # yaml video_kernel_size [3, 1, 1]: temporal kernel k, spatial 1x1
     num_groups: int = 32  # GroupNorm groups: util.py normalization, attention.py Normalize
 
@@ -64,9 +67,20 @@ class UNetConfig:
         return 4 * self.model_channels
 
     @property
+    def vector_widths(self) -> tuple[int, ...]:
+        """The width of each embedding in y, in order (SVD: three of vector_embed_dim)."""
+        return self.vector_dims if self.vector_dims is not None else (self.vector_embed_dim,) * 3
+
+    @property
     def adm_in_channels(self) -> int:
-        """Width of the vector conditioning y (yaml adm_in_channels 768 = 3 * 256)."""
-        return 3 * self.vector_embed_dim
+        """Width of the vector conditioning y (yaml adm_in_channels: 768 = 3 * 256 for SVD, 256 for SV3D_u,
+        1280 for SV3D_p)."""
+        return sum(self.vector_widths)
+
+    @classmethod
+    def sv3d(cls, family: str) -> UNetConfig:
+        """SV3D_u / SV3D_p (sv3d_*.yaml network_config): SVD's sizes with their own vector widths."""
+        return cls(vector_dims=(256,) if family == "sv3d_u" else (256, 512, 512))
 
     @classmethod
     def svd_xt(cls) -> UNetConfig:
@@ -154,8 +168,11 @@ class UNetConfig:
         if context_key not in shapes:
             raise ValueError(f"no '{context_key}': the middle block has no cross-attention")
         adm = int(shapes["label_emb.0.0.weight"][1]) if "label_emb.0.0.weight" in shapes else -1
-        if adm <= 0 or adm % 3:
+        if adm <= 0:
             raise ValueError(f"'label_emb.0.0.weight' takes {adm} inputs; SVD's y is 3 embeddings of equal width")
+        # SVD's y is three embeddings of equal width; any other width is kept whole here, and the loader
+        # splits it by the family its other tensors tell (SV3D: config.SV3D_VECTOR_DIMS)
+        vector = {"vector_embed_dim": adm // 3} if adm % 3 == 0 else {"vector_embed_dim": adm, "vector_dims": (adm,)}
         # any temporal conv tells the kernel (k, 1, 1); read from whichever is present, so that a
         # loader can still name a single missing tensor itself
         pattern = re.compile(r"\.time_stack\.(in|out)_layers\.[23]\.weight$")
@@ -171,8 +188,8 @@ class UNetConfig:
             attention_levels=tuple(attention_levels),
             transformer_depth=depth,
             context_dim=int(shapes[context_key][1]),
-            vector_embed_dim=adm // 3,
             video_kernel_size=int(kernel[2]),
+            **vector,  # type: ignore[arg-type]
         )
 
 

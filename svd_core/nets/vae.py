@@ -32,10 +32,13 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from . import pieces
+from .image_decoder import ImageDecoder
 from .layers import Ops, Upsample
+from .vae_blocks import SPATIAL_NORM_EPS, AttnBlock, Downsample, ResnetBlock, _ResnetCore, channels_last
 
-# GroupNorm eps 1e-6: sgm/modules/diffusionmodules/model.py Normalize.
-SPATIAL_NORM_EPS = 1e-6
+__all__ = ["SPATIAL_NORM_EPS", "TEMPORAL_NORM_EPS", "VAE", "AttnBlock", "Downsample", "Encoder", "ImageDecoder",
+           "ResnetBlock", "TemporalDecoder", "VAEConfig", "VideoResBlock", "channels_last"]
+
 # GroupNorm eps 1e-5 (torch's default) for the 3-D time_stack: openaimodel.py ResBlock uses
 # util.py normalization() = GroupNorm32(32, channels), which also computes in fp32.
 TEMPORAL_NORM_EPS = 1e-5
@@ -55,6 +58,10 @@ class VAEConfig:
     video_kernel_size: int = 3  # decoder_config.video_kernel_size [3, 1, 1] (time axis only)
     num_groups: int = 32  # model.py Normalize and util.py normalization both use 32 groups
     scale_factor: float = 0.18215  # svd_xt_1_1.yaml model.params.scale_factor
+    # SVD's temporal VideoDecoder, or the frame-wise 2-D Decoder of the image-decoder SVDs and SV3D
+    temporal: bool = True
+    # the first stage is an AutoencoderKL (svd_image_decoder.yaml): z goes through its post_quant_conv first
+    post_quant_conv: bool = False
 
     @property
     def downscale(self) -> int:
@@ -64,6 +71,16 @@ class VAEConfig:
     @classmethod
     def svd_xt(cls) -> VAEConfig:
         return cls()
+
+    @classmethod
+    def image_decoder(cls) -> VAEConfig:
+        """svd_image_decoder.yaml / svd_xt_image_decoder.yaml: AutoencoderKL's post_quant_conv and 2-D decoder."""
+        return cls(temporal=False, post_quant_conv=True)
+
+    @classmethod
+    def orbit(cls) -> VAEConfig:
+        """sv3d_u.yaml / sv3d_p.yaml: AutoencodingEngine with a plain 2-D Decoder (no post_quant_conv)."""
+        return cls(temporal=False)
 
     @classmethod
     def tiny(cls) -> VAEConfig:
@@ -78,15 +95,16 @@ class VAEConfig:
             "encoder.conv_in.weight": "an image encoder",
             "quant_conv.weight": "the encoder's quant_conv",
             "decoder.conv_in.weight": "a decoder",
-            "decoder.conv_out.time_mix_conv.weight": "a temporal decoder (conv_out.time_mix_conv)",
-            "decoder.mid.block_1.time_stack.in_layers.2.weight": "a temporal decoder (time_stack)",
         }
+        temporal = any(".time_stack." in k or ".time_mix_conv." in k for k in shapes)
+        if temporal:
+            need.update({
+                "decoder.conv_out.time_mix_conv.weight": "a temporal decoder (conv_out.time_mix_conv)",
+                "decoder.mid.block_1.time_stack.in_layers.2.weight": "a temporal decoder (time_stack)",
+            })
         for key, what in need.items():
             if key not in shapes:
-                raise ValueError(
-                    f"not an SVD VAE: no tensor {key!r} ({what} is missing; "
-                    "a decoder without time_stack / time_mix_conv is an image-only SD VAE)"
-                )
+                raise ValueError(f"not an SVD VAE: no tensor {key!r} ({what} is missing)")
         conv_in = list(shapes["encoder.conv_in.weight"])
         ch, in_channels = int(conv_in[0]), int(conv_in[1])
         levels = sorted({int(k.split(".")[2]) for k in shapes if k.startswith("encoder.down.")})
@@ -106,7 +124,9 @@ class VAEConfig:
             ch=ch,
             ch_mult=tuple(ch_mult),
             num_res_blocks=num_res_blocks,
-            video_kernel_size=int(shapes["decoder.conv_out.time_mix_conv.weight"][2]),
+            video_kernel_size=int(shapes["decoder.conv_out.time_mix_conv.weight"][2]) if temporal else 3,
+            temporal=temporal,
+            post_quant_conv="post_quant_conv.weight" in shapes,
         )
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in VAE(cfg).state_dict().items()}
@@ -120,34 +140,6 @@ class VAEConfig:
                 f"unexpected {extra[:5]} ({len(extra)}), wrong shape {wrong[:5]} ({len(wrong)})"
             )
         return cfg
-
-
-def _channels_last(x: Tensor) -> Tensor:
-    return x.contiguous(memory_format=torch.channels_last)
-
-
-class _ResnetCore(nn.Module):
-    """norm1 -> swish -> conv1 -> norm2 -> swish -> conv2, plus a 1x1 nin_shortcut when widths differ
-    (model.py ResnetBlock with temb_channels=0 and dropout 0)."""
-
-    def __init__(self, in_ch: int, out_ch: int, groups: int, ops: Ops = nn) -> None:
-        super().__init__()
-        self.norm1 = ops.GroupNorm(groups, in_ch, eps=SPATIAL_NORM_EPS)
-        self.conv1 = ops.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.norm2 = ops.GroupNorm(groups, out_ch, eps=SPATIAL_NORM_EPS)
-        self.conv2 = ops.Conv2d(out_ch, out_ch, 3, padding=1)
-        self.nin_shortcut = ops.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
-
-    def spatial(self, x: Tensor) -> Tensor:  # (N, Cin, H, W) -> (N, Cout, H, W)
-        h = self.conv1(F.silu(self.norm1(x)))  # swish x*sigmoid(x) == silu
-        h = self.conv2(F.silu(self.norm2(h)))
-        skip = x if self.nin_shortcut is None else self.nin_shortcut(x)
-        return skip + h
-
-
-class ResnetBlock(_ResnetCore):
-    def forward(self, x: Tensor) -> Tensor:
-        return self.spatial(x)
 
 
 class TimeStack(nn.Module):
@@ -201,41 +193,6 @@ class VideoResBlock(_ResnetCore):
         return frames.cat()
 
 
-class AttnBlock(nn.Module):
-    """Single-head self-attention over the H*W positions of each image, 1x1-conv projections,
-    scale C^-0.5, residual (model.py AttnBlock)."""
-
-    def __init__(self, ch: int, groups: int, ops: Ops = nn) -> None:
-        super().__init__()
-        self.norm = ops.GroupNorm(groups, ch, eps=SPATIAL_NORM_EPS)
-        self.q = ops.Conv2d(ch, ch, 1)
-        self.k = ops.Conv2d(ch, ch, 1)
-        self.v = ops.Conv2d(ch, ch, 1)
-        self.proj_out = ops.Conv2d(ch, ch, 1)
-
-    def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W)
-        hn = self.norm(x)
-        height, width = x.shape[-2:]
-        q = rearrange(self.q(hn), "n c h w -> n 1 (h w) c")
-        k = rearrange(self.k(hn), "n c h w -> n 1 (h w) c")
-        v = rearrange(self.v(hn), "n c h w -> n 1 (h w) c")
-        del hn
-        a = pieces.attention(q, k, v)  # (N, 1, H*W, C); default scale C^-0.5
-        a = rearrange(a, "n 1 (h w) c -> n c h w", h=height, w=width)
-        return x + self.proj_out(a)
-
-
-class Downsample(nn.Module):
-    """Zero-pad right and bottom by one, then 3x3 conv with stride 2 (model.py Downsample)."""
-
-    def __init__(self, ch: int, ops: Ops = nn) -> None:
-        super().__init__()
-        self.conv = ops.Conv2d(ch, ch, 3, stride=2, padding=0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
 class EncoderLevel(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, n_blocks: int, groups: int, downsample: bool, ops: Ops = nn) -> None:
         super().__init__()
@@ -272,7 +229,7 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (N, 3, H, W) -> (N, 2*z, H/f, W/f)
         # channels-last, like the decoder: CPU convolutions then make no reordered copies of their
         # input and output (half the peak memory here); only convolution rounding changes
-        h = _channels_last(self.conv_in(_channels_last(x)))
+        h = channels_last(self.conv_in(channels_last(x)))
         for level in self.down:
             assert isinstance(level, EncoderLevel)
             for block in level.block:
@@ -350,9 +307,9 @@ class TemporalDecoder(nn.Module):
         # on CPU here); the numbers only change by convolution rounding.
         _, _, h, w = z.shape
         frames = pieces.FrameGroups([z])
-        frames.map_(lambda x: _channels_last(self.conv_in(x)), self.conv_in.out_channels * h * w)
+        frames.map_(lambda x: channels_last(self.conv_in(x)), self.conv_in.out_channels * h * w)
         self.mid.block_1.run_(frames, num_frames)
-        frames.map_(lambda x: _channels_last(self.mid.attn_1(x)), 4 * self.conv_in.out_channels * h * w)
+        frames.map_(lambda x: channels_last(self.mid.attn_1(x)), 4 * self.conv_in.out_channels * h * w)
         self.mid.block_2.run_(frames, num_frames)
         pending: Upsample | None = None  # the previous level's upsampling, fused into the next block
         for level in reversed(self.up):
@@ -371,14 +328,19 @@ class TemporalDecoder(nn.Module):
 
 
 class VAE(nn.Module):
-    """Encoder + quant_conv of conditioner.embedders.3.encoder and the temporal decoder of first_stage_model."""
+    """Encoder + quant_conv of the conditioning-frame encoder (conditioner.embedders.3.encoder, SV3D's
+    embedders.1) and the decoder of first_stage_model: SVD's temporal one, or the frame-wise 2-D one
+    (image_decoder.py) with, for the image-decoder SVDs, the AutoencoderKL's post_quant_conv before it."""
 
     def __init__(self, cfg: VAEConfig, ops: Ops = nn) -> None:
         super().__init__()
         self.config = cfg
         self.encoder = Encoder(cfg, ops)
         self.quant_conv = ops.Conv2d(2 * cfg.latent_channels, 2 * cfg.latent_channels, 1)
-        self.decoder = TemporalDecoder(cfg, ops)
+        self.post_quant_conv = (ops.Conv2d(cfg.latent_channels, cfg.latent_channels, 1)
+                                if cfg.post_quant_conv else None)
+        self.decoder: TemporalDecoder | ImageDecoder = (
+            TemporalDecoder(cfg, ops) if cfg.temporal else ImageDecoder(cfg, ops))
 
     def encode(self, x: Tensor) -> Tensor:
         """Images (N, 3, H, W) in [-1, 1] -> posterior mode (N, z, H/f, W/f), NOT times scale_factor."""
@@ -394,4 +356,6 @@ class VAE(nn.Module):
             raise ValueError(f"decode expects (B*T, {self.config.latent_channels}, h, w), got {tuple(z.shape)}")
         if num_frames < 1 or z.shape[0] % num_frames:
             raise ValueError(f"decode got {z.shape[0]} latents, not a multiple of num_frames={num_frames}")
+        if self.post_quant_conv is not None:  # AutoencoderKL.decode: post_quant_conv, then the decoder
+            z = self.post_quant_conv(z)
         return self.decoder(z, num_frames)

@@ -16,7 +16,8 @@ from typing import Literal
 
 import torch
 
-from .layout import SINGLE_FILE_PREFIXES, part_of
+from ..config import FAMILIES, SV3D_VECTOR_DIMS
+from .layout import SINGLE_FILE_PREFIXES, part_of, prefixes
 from .models import PARTS
 from .safetensors import CheckpointError, StoredTensor, read_header
 
@@ -42,6 +43,7 @@ class Found:
     layout: CheckpointLayout
     tensors: dict[str, dict[str, StoredTensor]]
     folder_named: tuple[str, ...]
+    family: str = "svd"  # a key of config.FAMILIES, told by the tensors (`family_of`)
 
 
 def checkpoint(path: Path) -> Found:
@@ -88,18 +90,80 @@ def single_file(path: Path) -> Found:
         if "encoder.conv_out.weight" in tensors["vae"]:
             tensors["vae"].update(identity_quant_conv(path, tensors["vae"]["encoder.conv_out.weight"]))
         return Found(path, "comfyui", tensors, folder_named=("image_encoder",))
+    family = family_of(path, header)
+    table = prefixes(family)
     for key, t in header.items():
-        hit = part_of(key)
+        hit = part_of(key, table)
         if hit is not None:
             tensors[hit[0]][hit[1]] = t
-    for part, table in SINGLE_FILE_PREFIXES.items():
-        for theirs in table.values():
+    for part, parts in table.items():
+        for theirs in parts.values():
             if not any(k.startswith(theirs) for k in header):
                 raise CheckpointError(
-                    f"checkpoint '{path}' is not a complete SVD checkpoint: no tensor starts with '{theirs}' "
-                    f"(needed for the {part}); expected the official single-file layout of svd_xt_1_1.safetensors"
+                    f"checkpoint '{path}' is not a complete {family} checkpoint: no tensor starts with '{theirs}' "
+                    f"(needed for the {part}); expected the official single-file layout of "
+                    f"{OFFICIAL_FILES[family]}"
                 )
-    return Found(path, "single", tensors, folder_named=())
+    return Found(path, "single", tensors, folder_named=(), family=family)
+
+
+# The official file of each family (its layout: tests/data/*.keys.json).
+OFFICIAL_FILES = {"svd": "svd_xt_1_1.safetensors",
+                  "svd_image_decoder": "svd_image_decoder.safetensors / svd_xt_image_decoder.safetensors",
+                  "sv3d_u": "sv3d_u.safetensors", "sv3d_p": "sv3d_p.safetensors"}
+LABEL_EMB = UNET_PREFIX + "label_emb.0.0.weight"
+
+
+def family_of(path: Path, header: dict[str, StoredTensor]) -> str:
+    """The family of an official single file, told by its tensors (config.FAMILIES):
+    - which conditioner embedder encodes the conditioning frame: `conditioner.embedders.3.encoder` (SVD, the
+      image-decoder SVDs) or `conditioner.embedders.1.encoder` (SV3D);
+    - whether `first_stage_model.decoder` has temporal layers (`time_stack`, `time_mix_conv`: SVD) or not;
+    - SV3D_u from SV3D_p by the UNet's vector width (label_emb.0.0.weight: 256 or 256 + 512 + 512).
+    A file whose tensors say two families at once is refused, naming the tensors that disagree."""
+    def first(prefix: str, contains: str = "") -> str | None:
+        return next((k for k in sorted(header) if k.startswith(prefix) and contains in k), None)
+
+    svd_encoder = first("conditioner.embedders.3.encoder.encoder.")
+    sv3d_encoder = first("conditioner.embedders.1.encoder.encoder.")
+    temporal = (first("first_stage_model.decoder.", ".time_stack.")
+                or first("first_stage_model.decoder.", ".time_mix_conv."))
+    post_quant = first("first_stage_model.post_quant_conv.")
+    adm = int(header[LABEL_EMB].shape[1]) if LABEL_EMB in header and len(header[LABEL_EMB].shape) == 2 else None
+
+    def mixed(what: str, *keys: str | None) -> CheckpointError:
+        named = "; ".join(f"'{k}'" + (f" {list(header[k].shape)}" if k in header else "") for k in keys if k)
+        return CheckpointError(f"checkpoint '{path}' mixes model families: {what} ({named}); it would load "
+                               "half right, so it is not loaded")
+
+    if svd_encoder and sv3d_encoder:
+        raise mixed("it has both SVD's conditioning-frame encoder and SV3D's", svd_encoder, sv3d_encoder)
+    if sv3d_encoder:
+        if temporal:
+            raise mixed("an SV3D conditioner with SVD's temporal decoder", sv3d_encoder, temporal)
+        if post_quant:
+            raise mixed("an SV3D conditioner with an AutoencoderKL first stage (post_quant_conv)", sv3d_encoder,
+                        post_quant)
+        for name, dims in SV3D_VECTOR_DIMS.items():
+            if adm == sum(dims):
+                return name
+        raise mixed(f"an SV3D conditioner with a UNet whose vector input is {adm} wide (SV3D_u takes "
+                    f"{sum(SV3D_VECTOR_DIMS['sv3d_u'])}, SV3D_p {sum(SV3D_VECTOR_DIMS['sv3d_p'])})",
+                    sv3d_encoder, LABEL_EMB)
+    if svd_encoder and adm in {sum(d) for d in SV3D_VECTOR_DIMS.values()}:
+        raise mixed("SVD's conditioner with an SV3D UNet (its vector input is SV3D's)", svd_encoder, LABEL_EMB)
+    if svd_encoder and not temporal and first("first_stage_model.decoder."):
+        if not post_quant:
+            raise mixed("SVD's conditioner with a frame-wise decoder but no AutoencoderKL post_quant_conv "
+                        "(the image-decoder SVDs have 'first_stage_model.post_quant_conv.*')", svd_encoder,
+                        first("first_stage_model.decoder."))
+        return "svd_image_decoder"
+    if temporal and post_quant:
+        raise mixed("SVD's temporal decoder with an AutoencoderKL post_quant_conv", temporal, post_quant)
+    return "svd"
+
+
+assert set(OFFICIAL_FILES) == set(FAMILIES)
 
 
 def identity_quant_conv(path: Path, encoder_out: StoredTensor) -> dict[str, StoredTensor]:

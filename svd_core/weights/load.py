@@ -10,16 +10,17 @@ the first offending keys.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
 
 import torch
 
-from ..config import PRESETS, SVDConfig, preset_for_filename
+from ..config import FAMILIES, PRESETS, SV3D_VECTOR_DIMS, SVDConfig, preset_for
 from ..nets.layers import Ops, set_execution
 from ..speed import compile_models
-from . import detect, dtypes, rename, shapes
+from . import detect, dtypes, layout, rename, shapes
 from .detect import COMFY_CLIP_PREFIXES, UNET_PREFIX, made_tensor
 from .dtypes import WEIGHT_DTYPES
 from .models import PARTS, SVDModels, build_models
@@ -84,19 +85,29 @@ def load_models(
     def spelling(part: str, names: shapes.Shapes) -> rename.KeySpelling:
         if part == "unet" and unet_layout is not None:
             return rename.unet_file_spelling(ours["unet"], unet_layout, names)
-        return rename.checkpoint_spelling(path, part, ours[part], names)
+        return rename.checkpoint_spelling(path, part, ours[part], names, layout.prefixes(found.family))
 
     # sizes from shapes, then every name, shape and dtype against the models they describe
     found_shapes = {part: {k: t.shape for k, t in tensors.items()} for part, tensors in ours.items()}
     probe = shapes.probe_shapes()  # full-size names: enough to spell what a config reader complains about
     spells = {part: spelling(part, probe[part]) for part in PARTS}
     unet_cfg, clip_cfg, vae_cfg = shapes.configs_from_shapes(paths, found_shapes, spells)
+    if found.family in SV3D_VECTOR_DIMS:  # detect.family_of checked the width: split it as the config does
+        unet_cfg = dataclasses.replace(unet_cfg, vector_dims=SV3D_VECTOR_DIMS[found.family])
     if unet is not None:
+        if FAMILIES[found.family].orbit:
+            raise CheckpointError(f"unet file '{paths['unet']}' cannot replace the UNet of '{path}', an "
+                                  f"{found.family} checkpoint: UNet-only files (AnimateLCM-SVD-xt) are SVD UNets")
         shapes.check_unet_fits(paths["unet"], unet_cfg, clip_cfg, vae_cfg)
-    name = preset or preset_for_filename(paths["unet"].name if unet is not None else path.name)
+    name = preset or preset_for(found.family, paths["unet"].name if unet is not None else path.name)
     if name not in PRESETS:
         raise CheckpointError(f"preset '{name}' is unknown; expected one of {sorted(PRESETS)}")
-    config = SVDConfig(name=name, unet=unet_cfg, vae=vae_cfg, image_encoder=clip_cfg, sampling=PRESETS[name].sampling)
+    if PRESETS[name].family != found.family:
+        raise CheckpointError(
+            f"preset '{name}' is for {PRESETS[name].family} models, but '{path}' is an {found.family} checkpoint "
+            f"(told by its tensors); use one of {[n for n, c in PRESETS.items() if c.family == found.family]}")
+    config = SVDConfig(name=name, unet=unet_cfg, vae=vae_cfg, image_encoder=clip_cfg, sampling=PRESETS[name].sampling,
+                       family=found.family)
     expected = shapes.expected_shapes(config)
     for part in PARTS:
         shapes.check(paths[part], part, found_shapes[part], expected[part], spelling(part, expected[part]))

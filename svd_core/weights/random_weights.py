@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from ..config import SVDConfig
 from .convert import image_encoder as convert_image_encoder
 from .convert import unet as convert_unet
-from .layout import SINGLE_FILE_PREFIXES, file_name
+from .layout import SINGLE_FILE_PREFIXES, file_name, prefixes
 from .models import PARTS, SVDModels, build_models
 
 
@@ -58,14 +58,15 @@ def random_tensor(name: str, shape: tuple[int, ...], generator: torch.Generator)
 
 def random_state_dict(config: SVDConfig, *, seed: int = 0,
                       dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
-    """Random weights for `config` under the official single-file names (see `layout`)."""
+    """Random weights for `config` under the official single-file names of its family (see `layout`)."""
 
     models = build_models(config, device=torch.device("meta"))
     g = torch.Generator().manual_seed(seed)
+    table = prefixes(config.family)
     out: dict[str, torch.Tensor] = {}
-    for part in SINGLE_FILE_PREFIXES:
+    for part in table:
         for name, p in getattr(models, part).state_dict().items():
-            out[file_name(part, name)] = random_tensor(name, tuple(p.shape), g).to(dtype)
+            out[file_name(part, name, table)] = random_tensor(name, tuple(p.shape), g).to(dtype)
     return out
 
 

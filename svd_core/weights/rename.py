@@ -17,7 +17,7 @@ from .convert import image_encoder as convert_image_encoder
 from .convert import unet as convert_unet
 from .convert import vae as convert_vae
 from .detect import UNET_PREFIX, Found, UNetLayout
-from .layout import file_name
+from .layout import SINGLE_FILE_PREFIXES, Prefixes, file_name
 from .safetensors import TORCH_DTYPES, CheckpointError, StoredTensor
 
 Renaming = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
@@ -113,18 +113,19 @@ def _folder_names(part: str, names: Mapping[str, tuple[int, ...]]) -> dict[str, 
 
 
 def checkpoint_spelling(path: Path, part: str, tensors: Mapping[str, StoredTensor],
-                        names: Mapping[str, tuple[int, ...]]) -> KeySpelling:
+                        names: Mapping[str, tuple[int, ...]], table: Prefixes = SINGLE_FILE_PREFIXES) -> KeySpelling:
     """How the checkpoint at `path` spells our names of `part`: a single file's full key (with its
     `model.diffusion_model.` / `first_stage_model.` / `conditioner.embedders.N.` prefix); in a diffusers
     folder, the folder's key and the file inside the folder that holds it. `tensors`: the part's tensors by
-    our names; `names`: our names and shapes of the whole part, to rename the ones the checkpoint lacks."""
+    our names; `names`: our names and shapes of the whole part, to rename the ones the checkpoint lacks;
+    `table`: the family's prefixes (layout.prefixes)."""
     folder_names: dict[str, list[str]] | None = None
 
     def spell(name: str) -> str:
         nonlocal folder_names
         t = tensors.get(name)
         if not path.is_dir():
-            return f"'{t.key if t is not None else file_name(part, name)}'"
+            return f"'{t.key if t is not None else file_name(part, name, table)}'"
         if t is not None and t.key != name:  # read from the folder: its own key and file
             return f"'{t.key}' in '{t.file.relative_to(path)}'"
         if folder_names is None:
