@@ -7,11 +7,17 @@ image already has the requested size.
 """
 from __future__ import annotations
 
+import logging
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
-__all__ = ["RESIZE_MODES", "fit_image"]
+__all__ = ["RESIZE_MODES", "fit_image", "orbit_image"]
+
+log = logging.getLogger(__name__)
 
 RESIZE_MODES: tuple[str, ...] = ("crop", "stretch", "pad")
 
@@ -65,3 +71,50 @@ def fit_image(image: Tensor, width: int, height: int, mode: str = "crop", *, pad
     out = torch.full((*image.shape[:2], height, width), pad_value, dtype=scaled.dtype, device=scaled.device)
     out[:, :, top:top + new_h, left:left + new_w] = scaled
     return out
+
+
+def _orbit_one(rgba: np.ndarray, size: int, frame_ratio: float | None) -> np.ndarray:
+    """One RGBA uint8 image (H, W, 4) -> RGB uint8 (size, size, 3), the steps of simple_video_sample.py for
+    SV3D after its background removal: the bounding box of alpha > 0 (cv2.threshold at 0, boundingRect),
+    pasted at the centre of a transparent square whose side is max(w, h) / image_frame_ratio, or without a
+    ratio the image's first dimension (its height: the script's `in_w = image_arr.shape[0]`); resized to
+    size x size with Lanczos (PIL on the RGBA image); composited on white; truncated to uint8."""
+    alpha = rgba[..., 3]
+    ys, xs = np.nonzero(alpha > 0)
+    if ys.size == 0:
+        raise ValueError("image: its alpha is 0 everywhere (nothing to centre); give the object's mask")
+    y, x = int(ys.min()), int(xs.min())
+    h, w = int(ys.max()) - y + 1, int(xs.max()) - x + 1
+    max_size = max(w, h)
+    side = int(max_size / frame_ratio) if frame_ratio is not None else rgba.shape[0]
+    # the script pastes into a square of that side and fails when the object does not fit; here the square
+    # grows to hold it (a wide image's object wider than the image is tall)
+    side = max(side, w, h)
+    padded = np.zeros((side, side, 4), dtype=np.uint8)
+    center = side // 2
+    top, left = center - h // 2, center - w // 2
+    padded[top:top + h, left:left + w] = rgba[y:y + h, x:x + w]
+    resized = np.array(Image.fromarray(padded).resize((size, size), Image.Resampling.LANCZOS)) / 255.0
+    rgb = resized[..., :3] * resized[..., -1:] + (1 - resized[..., -1:])
+    return (rgb * 255).astype(np.uint8)
+
+
+def orbit_image(image: Tensor, size: int = 576, *, frame_ratio: float | None = None) -> Tensor:
+    """SV3D's input image: images (B, 4, H, W) RGBA in [0, 1] -> (B, 3, size, size) RGB in [0, 1], the object
+    (alpha > 0) centred on white as Stability's simple_video_sample.py prepares it after removing the
+    background (`_orbit_one`; `frame_ratio` is its image_frame_ratio, the object's share of the frame). RGB
+    images (B, 3, H, W) are taken as they are, fitted to size x size by `fit_image` ("crop"), with one log
+    line: the reference would remove their background first (rembg), which this package does not do."""
+    if image.ndim != 4 or image.shape[1] not in (3, 4):
+        raise ValueError(f"image must be (B, 3 or 4, H, W) in [0, 1], got shape {tuple(image.shape)}")
+    if frame_ratio is not None and not (0.0 < frame_ratio <= 1.0):
+        raise ValueError(f"frame_ratio (the object's share of the frame) must lie in (0, 1], got {frame_ratio}")
+    if image.shape[1] == 3:
+        log.info("SV3D input is RGB: used as it is (no background removal); for the reference's preparation give "
+                 "an RGBA image or the object's mask (the object centred on white)")
+        return fit_image(image, size, size, "crop")
+    out = []
+    for one in image.detach().float().clamp(0.0, 1.0).cpu():
+        rgba = (one.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+        out.append(torch.from_numpy(_orbit_one(rgba, size, frame_ratio)).permute(2, 0, 1).float() / 255.0)
+    return torch.stack(out)

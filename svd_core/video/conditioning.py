@@ -6,6 +6,7 @@ tensors are repeated over frames only when sampling (sample.py).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -13,12 +14,14 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from ..config import SVD_VECTOR, Family
 from ..nets.embeddings import timestep_embedding
 from ..nets.image_encoder import ImageEncoder, encode_image
 from ..nets.layers import compute_dtype, execution_device
 from ..nets.vae import VAE
 
-__all__ = ["Conditioning", "Keyframes", "clean_latents", "embed_vector", "encode_conditioning", "encode_keyframes"]
+__all__ = ["Conditioning", "Keyframes", "clean_latents", "embed_vector", "encode_conditioning", "encode_keyframes",
+           "family_vector"]
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,14 @@ class Conditioning:
 
     crossattn: Tensor  # (B, 1, context_dim): the CLIP image embedding, one context token
     concat: Tensor  # (B, latent_channels, h, w): the VAE latent of the noised conditioning frame
-    vector: Tensor  # (B, 3): fps_id, motion_bucket_id, cond_aug, embedded at the UNet's width when sampling
+    # the scalars of the family's vector (config.Family.vector), embedded at the UNet's widths when sampling:
+    # (B, K) the same for every frame (SVD: fps_id, motion_bucket_id, cond_aug), or (B, T, K) one row per frame
+    # (SV3D: cond_aug, and for SV3D_p the camera's polar and azimuth radians)
+    vector: Tensor
     keyframes: Keyframes | None = None
+    # SV3D: the conditioning frame in [-1, 1] (B, 3, H, W), which replaces each video's last decoded frame
+    # (simple_video_sample.py: samples_x[-1:] = value_dict["cond_frames_without_noise"])
+    last_frame: Tensor | None = None
 
     TENSORS: ClassVar[tuple[str, ...]] = ("crossattn", "concat", "vector")
 
@@ -40,19 +49,27 @@ class Conditioning:
     def batch_size(self) -> int:
         return int(self.crossattn.shape[0])
 
+    @property
+    def num_frames(self) -> int | None:
+        """The frames a per-frame vector was made for (SV3D), else None (any number)."""
+        return int(self.vector.shape[1]) if self.vector.ndim == 3 else None
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Conditioning:
         moved = {k: getattr(self, k).to(device=device, dtype=dtype) for k in self.TENSORS}
         keyframes = self.keyframes.to(device) if self.keyframes is not None else None
-        return Conditioning(**moved, keyframes=keyframes)
+        last = self.last_frame.to(device=device) if self.last_frame is not None else None
+        return Conditioning(**moved, keyframes=keyframes, last_frame=last)
 
     def select(self, index: list[int]) -> Conditioning:
         """The conditioning of the videos `index` (an index may repeat)."""
         keyframes = self.keyframes.select(index) if self.keyframes is not None else None
-        return Conditioning(**{k: getattr(self, k)[index] for k in self.TENSORS}, keyframes=keyframes)
+        last = self.last_frame[index] if self.last_frame is not None else None
+        return Conditioning(**{k: getattr(self, k)[index] for k in self.TENSORS}, keyframes=keyframes,
+                            last_frame=last)
 
     @staticmethod
     def cat(items: list[Conditioning]) -> Conditioning:
-        """The tensors of several conditionings stacked (their keyframes are not carried over)."""
+        """The tensors of several conditionings stacked (their keyframes and last frames are not carried over)."""
         return Conditioning(crossattn=torch.cat([c.crossattn for c in items]),
                             concat=torch.cat([c.concat for c in items]),
                             vector=torch.cat([c.vector for c in items]))
@@ -83,14 +100,22 @@ class Keyframes:
                        start_latent=self.start_latent[index], end_latent=self.end_latent[index])
 
 
-def embed_vector(values: Tensor, embed_dim: int) -> Tensor:
-    """(B, 3) [fps_id, motion_bucket_id, cond_aug] -> (B, 3*embed_dim) float32: their sinusoidal embeddings
-    concatenated in that order (the reference's ConcatTimestepEmbedderND embedders 1, 2 and 4 of
-    svd_xt_1_1.yaml, outdim 256 each; the SVD paper, section 4: micro-conditioning on frame rate, motion
-    and noise augmentation)."""
+def embed_vector(values: Tensor, embed_dim: int | Sequence[int]) -> Tensor:
+    """(N, K) scalars -> (N, sum of widths) float32: each one's sinusoidal embedding, concatenated in order.
+    SVD: [fps_id, motion_bucket_id, cond_aug] at `embed_dim` each (the reference's ConcatTimestepEmbedderND
+    embedders 1, 2 and 4 of svd_xt_1_1.yaml, outdim 256 each; the SVD paper, section 4: micro-conditioning
+    on frame rate, motion and noise augmentation). A sequence of widths gives each scalar its own (SV3D_p:
+    cond_aug 256, polars_rad 512, azimuths_rad 512, sv3d_p.yaml)."""
     b, k = values.shape
-    emb = timestep_embedding(rearrange(values.float(), "b k -> (b k)"), embed_dim)  # (B*3, E)
-    return rearrange(emb, "(b k) e -> b (k e)", b=b, k=k)
+    if isinstance(embed_dim, int) or len(set(embed_dim)) == 1:
+        width = embed_dim if isinstance(embed_dim, int) else embed_dim[0]
+        if not isinstance(embed_dim, int) and len(embed_dim) != k:
+            raise ValueError(f"vector has {k} values per row, the UNet embeds {len(embed_dim)}")
+        emb = timestep_embedding(rearrange(values.float(), "b k -> (b k)"), width)  # (B*K, E)
+        return rearrange(emb, "(b k) e -> b (k e)", b=b, k=k)
+    if len(embed_dim) != k:
+        raise ValueError(f"vector has {k} values per row, the UNet embeds {len(embed_dim)}")
+    return torch.cat([timestep_embedding(values[:, i].float(), w) for i, w in enumerate(embed_dim)], dim=1)
 
 
 def encode_conditioning(
@@ -103,6 +128,8 @@ def encode_conditioning(
     cond_aug: float,
     generator: torch.Generator | None = None,
     aug_noise: Tensor | None = None,
+    vector: Tensor | None = None,
+    keep_frame: bool = False,
 ) -> tuple[Conditioning, Conditioning]:
     """(positive, negative) conditioning for B images (B, 3, H, W) in [0, 1].
 
@@ -115,6 +142,9 @@ def encode_conditioning(
     The negative zeroes the image embedding and the conditioning latent and keeps the vector, like the
     reference's force_uc_zero_embeddings=["cond_frames", "cond_frames_without_noise"].
     `aug_noise` (B, 3, H, W) replaces the draw from `generator` (a CPU generator by default).
+    `vector` (B, K) or (B, T, K), when given, replaces the SVD vector [fps_id, motion_bucket_id, cond_aug]
+    (another family's scalars: `family_vector`); `keep_frame` keeps the frame in [-1, 1] as the positive's
+    `last_frame` (SV3D).
     """
     if image.ndim != 4 or image.shape[1] != 3:
         raise ValueError(f"image must be (B, 3, H, W), got shape {tuple(image.shape)}")
@@ -132,8 +162,13 @@ def encode_conditioning(
         frame = image.to(vae_device) * 2.0 - 1.0  # [0, 1] -> [-1, 1], simple_video_sample.py
         noised = frame + cond_aug * aug_noise.to(vae_device, torch.float32)
         concat = vae.encode(noised.to(vae_dtype))  # (B, C, h, w)
-    vector = torch.tensor([[fps_id, motion_bucket_id, cond_aug]] * b, dtype=torch.float32).to(crossattn.device)
-    positive = Conditioning(crossattn=crossattn, concat=concat, vector=vector)
+    if vector is None:
+        vector = torch.tensor([[fps_id, motion_bucket_id, cond_aug]] * b, dtype=torch.float32)
+    elif vector.shape[0] != b:
+        raise ValueError(f"vector holds {vector.shape[0]} rows for {b} images")
+    vector = vector.to(device=crossattn.device, dtype=torch.float32)
+    positive = Conditioning(crossattn=crossattn, concat=concat, vector=vector,
+                            last_frame=frame.float() if keep_frame else None)
     negative = Conditioning(
         crossattn=torch.zeros_like(crossattn), concat=torch.zeros_like(concat), vector=positive.vector.clone()
     )
@@ -160,3 +195,25 @@ def encode_keyframes(image_encoder: ImageEncoder, vae: VAE, image: Tensor, end_i
                                            motion_bucket_id=motion_bucket_id, cond_aug=cond_aug,
                                            aug_noise=end_aug_noise)
     return Keyframes(end_pos, end_neg, clean_latents(vae, image), clean_latents(vae, end_image), loop)
+
+
+def family_vector(family: Family, batch: int, *, fps_id: int, motion_bucket_id: int, cond_aug: float,
+                  num_frames: int, polars_rad: Sequence[float] | None = None,
+                  azimuths_rad: Sequence[float] | None = None) -> Tensor | None:
+    """The vector scalars of `family` for `batch` videos: None for SVD's own (encode_conditioning's default);
+    for SV3D one row per frame (B, T, K): cond_aug, then for SV3D_p the camera's radians (camera.py), as the
+    reference's get_batch repeats cond_aug over the frames and gives polars_rad / azimuths_rad per frame."""
+    if family.vector == SVD_VECTOR:
+        return None
+    columns: dict[str, list[float]] = {"cond_aug": [float(cond_aug)] * num_frames, "fps_id": [float(fps_id)] * num_frames,
+                                       "motion_bucket_id": [float(motion_bucket_id)] * num_frames}
+    if family.camera:
+        if polars_rad is None or azimuths_rad is None:
+            raise ValueError(f"an {family.name} model needs the camera path (elevations_deg, azimuths_deg)")
+        columns.update(polars_rad=[float(v) for v in polars_rad], azimuths_rad=[float(v) for v in azimuths_rad])
+    for name in family.vector:
+        if len(columns[name]) != num_frames:
+            raise ValueError(f"{name} has {len(columns[name])} values for {num_frames} frames")
+    # float64 -> float32 like the reference's timestep embedding (timesteps.float())
+    rows = torch.tensor([[columns[name][t] for name in family.vector] for t in range(num_frames)], dtype=torch.float64)
+    return rows.to(torch.float32).unsqueeze(0).expand(batch, -1, -1).clone()

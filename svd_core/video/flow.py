@@ -15,13 +15,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..image_ops import fit_image
+from ..config import FAMILIES
+from ..image_ops import fit_image, orbit_image
 from ..nets.image_encoder import ImageEncoder
 from ..nets.unet import UNet
 from ..nets.vae import VAE
 from ..seeds import StartNoise, VideoNoise
 from ..weights.models import SVDModels
-from .conditioning import Conditioning, encode_conditioning, encode_keyframes
+from .camera import camera_radians
+from .conditioning import Conditioning, encode_conditioning, encode_keyframes, family_vector
 from .decode import decode_latents
 from .keyframes import sample_keyframes
 from .request import VideoRequest
@@ -32,7 +34,10 @@ __all__ = ["condition", "decode", "fit_images", "latent_shape", "make_video", "s
 
 def fit_images(request: VideoRequest, image: Tensor, end_image: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
     """The B start images (B, 3, H, W) fitted to the request's size with its resize mode (unchanged when they
-    have it), and the end images (1 or B) fitted to the same size and repeated to B; a loop's end is its start."""
+    have it), and the end images (1 or B) fitted to the same size and repeated to B; a loop's end is its start.
+    SV3D's images (RGBA, or RGB used as it is) are first prepared as the reference does (image_ops.orbit_image)."""
+    if FAMILIES[request.family].orbit:
+        image = orbit_image(image, request.height, frame_ratio=request.frame_ratio)
     image = fit_image(image, request.width, request.height, request.resize_mode)
     if request.loop:
         return image, image
@@ -56,10 +61,17 @@ def latent_shape(vae: VAE, request: VideoRequest) -> tuple[int, int, int, int]:
 def condition(image_encoder: ImageEncoder, vae: VAE, request: VideoRequest, image: Tensor,
               end_image: Tensor | None, noise: StartNoise) -> tuple[Conditioning, Conditioning]:
     """(positive, negative) for fitted images (`fit_images`) with the augmentation noise of `noise`; with an end
-    image or a loop the positive also carries the keyframes (the end's conditioning and both ends' latents)."""
+    image or a loop the positive also carries the keyframes (the end's conditioning and both ends' latents); for
+    SV3D it carries the frame that ends the video, and its vector is the family's, one row per frame."""
+    kind = FAMILIES[request.family]
+    polars, azimuths = (camera_radians(request.elevations_deg, request.azimuths_deg)
+                        if request.elevations_deg is not None and request.azimuths_deg is not None else (None, None))
+    vector = family_vector(kind, image.shape[0], fps_id=request.fps_id, motion_bucket_id=request.motion_bucket_id,
+                           cond_aug=request.cond_aug, num_frames=request.num_frames, polars_rad=polars,
+                           azimuths_rad=azimuths)
     positive, negative = encode_conditioning(
         image_encoder, vae, image, fps_id=request.fps_id, motion_bucket_id=request.motion_bucket_id,
-        cond_aug=request.cond_aug, aug_noise=noise.augmentation)
+        cond_aug=request.cond_aug, aug_noise=noise.augmentation, vector=vector, keep_frame=kind.orbit)
     if not request.keyframed:
         return positive, negative
     if end_image is None or noise.end_augmentation is None:
@@ -95,10 +107,15 @@ def sample(unet: UNet, request: VideoRequest, positive: Conditioning, negative: 
                             generators=video_noise.generators, callback=callback)
 
 
-def decode(vae: VAE, request: VideoRequest, z: Tensor) -> Tensor:
+def decode(vae: VAE, request: VideoRequest, z: Tensor, last_frame: Tensor | None = None) -> Tensor:
     """Latents (B, T, C, h, w) in the sampler's space -> frames (B, T', 3, H, W) in [0, 1], decoded in the
-    request's chunks; a loop's last frame (a second copy of its first) is dropped."""
+    request's chunks; a loop's last frame (a second copy of its first) is dropped. `last_frame` (B or 1, 3, H, W)
+    in [-1, 1] replaces each video's last frame (SV3D: the conditioning frame, Conditioning.last_frame)."""
     frames = decode_latents(vae, z, decode_chunk_size=request.decode_chunk_size)
+    if last_frame is not None:
+        if last_frame.shape[-2:] != frames.shape[-2:]:
+            raise ValueError(f"last_frame is {tuple(last_frame.shape[-2:])}, the frames {tuple(frames.shape[-2:])}")
+        frames[:, -1] = ((last_frame.to(frames.device, torch.float32) + 1.0) / 2.0).clamp(0.0, 1.0)
     return frames[:, :-1] if request.loop else frames
 
 
@@ -123,4 +140,4 @@ def make_video(models: SVDModels, request: VideoRequest, image: Tensor, end_imag
     positive, negative = condition(models.image_encoder, models.vae, request, image, end_image, start)
     z = sample(models.unet, request, positive, negative, latent_noise, video_noise, callback=callback,
                cfg_parallel=cfg_parallel)
-    return decode(models.vae, request, z)
+    return decode(models.vae, request, z, positive.last_frame)

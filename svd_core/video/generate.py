@@ -6,6 +6,7 @@ generator (seeds.py).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
@@ -30,7 +31,7 @@ def generate(
     cond_aug: float | None = None,
     min_cfg: float | None = None,
     max_cfg: float | None = None,
-    guidance: str = "linear",
+    guidance: str | None = None,
     sampler: str | None = None,
     seed: int = 0,
     noise: Tensor | None = None,
@@ -41,6 +42,11 @@ def generate(
     resize_mode: str = "crop",
     compile: bool = False,
     cfg_parallel: Any = None,
+    elevations_deg: float | Sequence[float] | None = None,
+    azimuths_deg: Sequence[float] | None = None,
+    frame_ratio: float | None = None,
+    width: int | None = None,
+    height: int | None = None,
 ) -> Tensor:
     """B images (B, 3, H, W) in [0, 1] -> B videos (B, T, 3, H, W) float32 in [0, 1].
 
@@ -62,15 +68,27 @@ def generate(
     `cfg_parallel`, a process group of two ranks, splits every guided UNet call between them
     (parallel.py; each rank calls generate with the same arguments and gets the same video); it does not
     apply to end_image or loop.
+
+    SV3D (sv3d_u / sv3d_p files): `image` may be RGBA (B, 4, H, W) of any size, prepared as the reference does
+    (image_ops.orbit_image: the object centred on white; `frame_ratio` its share of the frame) at the preset's
+    576x576 unless width / height say otherwise; 21 views, 50 steps, triangle guidance 1.0-2.5, cond_aug 1e-5;
+    fps_id and motion_bucket_id do not apply; the last frame is the prepared image. SV3D_p follows the camera
+    path `elevations_deg` (one value or one per frame, default 10) and `azimuths_deg` (one per frame, default
+    the even orbit), the reference's names; other models refuse them.
+    Other models take the video size from the image (width / height, when given, fit the image to them).
     """
-    validate_image(image)
+    orbit = models.config.kind.orbit
+    validate_image(image, check_size=not orbit, channels=(3, 4) if orbit else (3,))
     if end_image is not None:
         validate_image(end_image, "end_image", check_size=False)
+    if not orbit and width is None and height is None:
+        width, height = image.shape[-1], image.shape[-2]
     request = VideoRequest.build(
-        models.config, width=image.shape[-1], height=image.shape[-2], num_frames=num_frames, num_steps=num_steps,
+        models.config, width=width, height=height, num_frames=num_frames, num_steps=num_steps,
         fps_id=fps_id, motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, min_cfg=min_cfg, max_cfg=max_cfg,
         guidance=guidance, sampler=sampler, decode_chunk_size=decode_chunk_size, resize_mode=resize_mode, seed=seed,
-        end_image=end_image is not None, loop=loop)
+        end_image=end_image is not None, loop=loop, elevations_deg=elevations_deg, azimuths_deg=azimuths_deg,
+        frame_ratio=frame_ratio)
     if compile:
         compile_models(models)
     return make_video(models, request, image, end_image, noise=noise, callback=callback, cfg_parallel=cfg_parallel)

@@ -10,6 +10,7 @@ batch job and the nodes all build one and hand it to the flow (flow.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,7 +18,8 @@ import torch
 from torch import Tensor
 
 from ..checks import SIZE_MULTIPLE, schedule_errors
-from ..config import SVDConfig
+from ..config import FAMILIES, SVDConfig
+from .camera import camera_path
 from .decode import decode_chunk
 from .keyframes import VIBID_STEPS
 
@@ -51,6 +53,11 @@ class VideoRequest:
     seed: int  # video i of the batch draws from seed + i (seeds.py)
     end_image: bool  # the videos end on given end images (ViBiDSampler)
     loop: bool  # seamless loops: the start image at both ends, the second copy dropped
+    family: str = "svd"  # the model family (config.FAMILIES): how the images are conditioned and decoded
+    # SV3D_p's camera path, one value per frame in degrees (camera.camera_path); None for other families
+    elevations_deg: tuple[float, ...] | None = None
+    azimuths_deg: tuple[float, ...] | None = None
+    frame_ratio: float | None = None  # SV3D: the object's share of the frame (image_ops.orbit_image)
 
     @property
     def keyframed(self) -> bool:
@@ -90,9 +97,22 @@ class VideoRequest:
         seed: int = 0,
         end_image: bool = False,
         loop: bool = False,
+        elevations_deg: float | Sequence[float] | None = None,
+        azimuths_deg: Sequence[float] | None = None,
+        frame_ratio: float | None = None,
     ) -> VideoRequest:
         """The request with every unset (None) setting taken from `config`'s preset; raises ValueError, naming
-        the setting, for a combination the flow cannot make."""
+        the setting, for a combination the flow cannot make. `elevations_deg` / `azimuths_deg` are SV3D_p's
+        camera path (camera.camera_path: default 10 degrees on the even orbit), refused for other models."""
+        kind = FAMILIES[config.family]
+        if not kind.camera and (elevations_deg is not None or azimuths_deg is not None):
+            raise ValueError(f"elevations_deg / azimuths_deg: the loaded model ({config.name}, an {kind.name} model) "
+                             "takes no camera path; only SV3D_p (sv3d_p.safetensors) does")
+        if not kind.orbit and frame_ratio is not None:
+            raise ValueError(f"frame_ratio: the loaded model ({config.name}) is not SV3D; it places no object")
+        if kind.orbit and (end_image or loop):
+            raise ValueError(f"end_image / loop: the loaded model ({config.name}) makes an orbit, which ends on its "
+                             "input image already; first-to-last videos and loops are for SVD models")
         if end_image and loop:
             raise ValueError("end_image and loop exclude each other: a loop ends on its own first frame; ask for "
                              "one or the other")
@@ -119,19 +139,26 @@ class VideoRequest:
             if errors:
                 raise ValueError("; ".join(errors))
         chunk = decode_chunk(decode_chunk_size, s.num_frames, default=s.decode_chunk_size)
+        camera: tuple[tuple[float, ...] | None, tuple[float, ...] | None] = (None, None)
+        if kind.camera:
+            camera = camera_path(s.num_frames, elevations_deg, azimuths_deg)
         return cls(
             preset=config.name, width=s.width, height=s.height, num_frames=s.num_frames, num_steps=s.num_steps,
             fps_id=s.fps_id, motion_bucket_id=s.motion_bucket_id, cond_aug=s.cond_aug, min_cfg=s.min_cfg,
-            max_cfg=s.max_cfg, guidance=guidance or "linear", sampler=s.sampler, sigma_min=s.sigma_min,
+            max_cfg=s.max_cfg, guidance=guidance or s.guidance, sampler=s.sampler, sigma_min=s.sigma_min,
             sigma_max=s.sigma_max, rho=s.rho, denoise=denoise, decode_chunk_size=chunk, resize_mode=resize_mode,
-            seed=int(seed), end_image=end_image, loop=loop)
+            seed=int(seed), end_image=end_image, loop=loop, family=config.family, elevations_deg=camera[0],
+            azimuths_deg=camera[1], frame_ratio=frame_ratio)
 
 
-def validate_image(image: Tensor, name: str = "image", *, check_size: bool = True) -> None:
-    """A float tensor (B, 3, H, W) in [0, 1], H and W positive (multiples of 64 with check_size); else
-    ValueError naming `name`."""
-    if not isinstance(image, Tensor) or image.ndim != 4 or image.shape[1] != 3 or not image.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor (B, 3, H, W) in [0, 1], "
+def validate_image(image: Tensor, name: str = "image", *, check_size: bool = True,
+                   channels: tuple[int, ...] = (3,)) -> None:
+    """A float tensor (B, C, H, W) in [0, 1] with C in `channels` (RGB; SV3D also takes RGBA), H and W positive
+    (multiples of 64 with check_size); else ValueError naming `name`."""
+    if (not isinstance(image, Tensor) or image.ndim != 4 or image.shape[1] not in channels
+            or not image.is_floating_point()):
+        what = " or ".join(str(c) for c in channels)
+        raise ValueError(f"{name} must be a float tensor (B, {what}, H, W) in [0, 1], "
                          f"got {getattr(image, 'shape', type(image))}")
     h, w = image.shape[-2:]
     if h == 0 or w == 0 or (check_size and (h % SIZE_MULTIPLE or w % SIZE_MULTIPLE)):

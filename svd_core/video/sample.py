@@ -36,11 +36,17 @@ def _unet_inputs(unet: UNet, conds: list[Conditioning], num_frames: int) -> tupl
     and repeat them over frames."""
     device, dtype = execution_device(unet), compute_dtype(unet)
     both = Conditioning.cat(conds).to(device)
-    vector = embed_vector(both.vector, unet.config.vector_embed_dim)  # (nB, 3*E)
+    widths = unet.config.vector_widths
+    if both.vector.ndim == 3:  # one row per frame (SV3D)
+        if both.vector.shape[1] != num_frames:
+            raise ValueError(f"the conditioning was made for {both.vector.shape[1]} frames, the video has "
+                             f"{num_frames}: make both with the same number of frames")
+        vector = embed_vector(rearrange(both.vector, "b t k -> (b t) k"), widths)  # (nB*T, sum widths)
+    else:
+        vector = repeat(embed_vector(both.vector, widths), "b d -> (b t) d", t=num_frames)  # (nB*T, 3*E)
     crossattn = repeat(both.crossattn, "b n d -> (b t) n d", t=num_frames).to(dtype)
     concat = repeat(both.concat, "b c h w -> (b t) c h w", t=num_frames).to(dtype)
-    vector = repeat(vector, "b d -> (b t) d", t=num_frames).to(dtype)
-    return crossattn, concat, vector
+    return crossattn, concat, vector.to(dtype)
 
 
 def _preconditioned(unet: UNet, conds: list[Conditioning], num_frames: int) -> VDenoiser:
