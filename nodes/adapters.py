@@ -30,7 +30,8 @@ from svd_core.nets.vae import VAEConfig
 from svd_core.seeds import indices_from_batch_index
 
 __all__ = [
-    "DTYPE_CHOICES", "STORAGE_ONLY", "FPS_KEY", "FRAMES_KEY", "LOOP_KEY", "fps_of", "latent_fps", "LATENT_CHANNELS",
+    "DTYPE_CHOICES", "STORAGE_ONLY", "FPS_KEY", "FRAMES_KEY", "LAST_FRAME_KEY", "LOOP_KEY", "fps_of", "latent_fps",
+    "LATENT_CHANNELS",
     "LATENT_DOWNSCALE", "RESIZE_MODES", "SIZE_MULTIPLE", "ModelHandle", "check_size", "conditioning_errors",
     "empty_latent", "fit_image", "fps_to_fps_id", "frames_to_image", "image_to_bchw", "latent_to_video",
     "latent_video_indices", "match_batches", "parse_dtype", "preview_grid", "repeat_videos", "sampler_errors",
@@ -47,6 +48,9 @@ FRAMES_KEY = "svd_frames"
 LOOP_KEY = "svd_loop"
 # Extra key of the LATENT dict: the frame rate its videos were conditioned on (fps_id + 1).
 FPS_KEY = "svd_fps"
+# Extra key of the LATENT dict of SV3D orbits: the conditioning frames in [-1, 1] (B, 3, H, W), which the decoder
+# makes each video's last frame (Conditioning.last_frame).
+LAST_FRAME_KEY = "svd_last_frame"
 
 DTYPE_CHOICES: tuple[str, ...] = ("auto", "fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2")
 _DTYPES = DTYPES
@@ -71,7 +75,10 @@ class ModelHandle:
 # --- input checks: each message names the input, the value and what was expected -----------------
 
 def fps_of(conditioning: Any) -> int:
-    """The frame rate a conditioning asks for: its fps_id (vector[:, 0], the same for the batch) + 1."""
+    """The frame rate a conditioning asks for: its fps_id (vector[:, 0], the same for the batch) + 1. SV3D's
+    conditioning (one vector row per frame) has no fps: the reference's fps_id + 1 = 7 then."""
+    if conditioning.vector.ndim != 2:
+        return SamplingConfig.fps_id + 1
     return int(round(float(conditioning.vector[0, 0]))) + 1
 
 

@@ -77,6 +77,9 @@ def core_conditioning(cond: Any, name: str) -> list[list[Any]]:
     if getattr(cond, "keyframes", None) is not None:
         raise ValueError(f"{name} has an end_image or loop: core samplers cannot run the keyframe sampler; use "
                          "StableVideoSampler")
+    if cond.vector.ndim != 2 or cond.vector.shape[1] != 3:
+        raise ValueError(f"{name} is an SV3D orbit conditioning: core's SVD model has no camera or per-frame "
+                         "conditioning; use StableVideoSampler")
     fps_id, motion, aug = (float(v) for v in cond.vector[0])
     return [[cond.crossattn.float(), {"concat_latent_image": cond.concat.float(), "fps": fps_of(cond),
                                       "motion_bucket_id": int(round(motion)), "augmentation_level": aug}]]

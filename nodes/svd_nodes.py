@@ -36,6 +36,7 @@ from . import schema
 from .adapters import (
     DTYPE_CHOICES,
     FPS_KEY,
+    LAST_FRAME_KEY,
     LATENT_DOWNSCALE,
     LOOP_KEY,
     RESIZE_MODES,
@@ -120,8 +121,10 @@ class StableVideoCheckpointLoader(io.ComfyNode):
             display_name="Load Stable Video Checkpoint (exact)",
             category=schema.CATEGORY,
             description="Loads an SVD / SVD-XT / SVD-XT 1.1 checkpoint (the official single .safetensors "
-                        "file, or a diffusers folder placed in the checkpoints folder) and returns its "
-                        "video UNet, CLIP image encoder and VAE, managed by ComfyUI's model memory manager.",
+                        "file, or a diffusers folder placed in the checkpoints folder), the image-decoder SVDs "
+                        "(svd_image_decoder, svd_xt_image_decoder) or SV3D (sv3d_u, sv3d_p; told by their tensors) "
+                        "and returns its video UNet, CLIP image encoder and VAE, managed by ComfyUI's model memory "
+                        "manager.",
             inputs=[
                 io.Combo.Input("ckpt_name", options=_checkpoint_names(),
                                tooltip="The SVD checkpoint: a file (or a diffusers folder) in ComfyUI's "
@@ -183,8 +186,8 @@ class StableVideoCheckpointLoader(io.ComfyNode):
         set_execution(vae, device=vae_dev, dtype=vae_dtype)
         if compile:  # after set_execution: on a GPU the compile mode captures CUDA graphs
             svd_core.speed.compile_models(models)
-        log.info("loaded %s: unet %s (stored %s), image encoder %s, vae %s", ckpt_name, unet_dtype, storage,
-                 enc_dtype, vae_dtype)
+        log.info("loaded %s (%s, preset %s): unet %s (stored %s), image encoder %s, vae %s", ckpt_name,
+                 models.config.family, models.config.name, unet_dtype, storage, enc_dtype, vae_dtype)
         return io.NodeOutput(
             ModelHandle(_patcher(models.unet, unet_dev, mm.unet_offload_device()), models.config),
             ModelHandle(_patcher(encoder, enc_dev, mm.text_encoder_offload_device()), models.config),
@@ -257,6 +260,9 @@ class StableVideoConditioning(io.ComfyNode):
                 resize_mode: str, fps: int, motion_bucket_id: int, cond_aug: float, seed: int,
                 end_image: torch.Tensor | None = None, loop: bool = False) -> io.NodeOutput:
         schema.raise_if(conditioning_errors(width, height, fps, motion_bucket_id, cond_aug))
+        if clip_vision.config.kind.orbit:
+            raise ValueError(f"clip_vision: the loaded checkpoint is {clip_vision.config.name}, an SV3D model (orbits "
+                             "of an object, no fps or motion conditioning); use Stable Video Orbit Conditioning")
         request = VideoRequest.build(
             clip_vision.config, width=width, height=height, fps_id=fps_to_fps_id(fps),
             motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, resize_mode=resize_mode, seed=seed,
@@ -312,6 +318,11 @@ class StableVideoEmptyLatent(io.ComfyNode):
         if conditioning is not None:  # the size typed once, in the conditioning node
             f = LATENT_DOWNSCALE
             height, width = (int(d) * f for d in conditioning.concat.shape[-2:])
+            made_for = getattr(conditioning, "num_frames", None)  # SV3D's camera path fixes the frame count
+            if made_for is not None and made_for != frames:
+                log.info("StableVideoEmptyLatent: %d frames, as the conditioning was made for (frames widget: %d)",
+                         made_for, frames)
+                frames = made_for
         latent = empty_latent(width, height, frames, batch_size)
         latent["samples"] = latent["samples"].to(mm.intermediate_device())
         return io.NodeOutput(latent)
@@ -410,6 +421,8 @@ class StableVideoSampler(io.ComfyNode):
                         callback=step_callback(model.patcher.load_device, steps))
         out = video_to_latent((z / scale).to(mm.intermediate_device()), like=latent)
         out[FPS_KEY] = fps_of(positive)  # the frame rate the videos were conditioned on, for the decoder's VIDEO
+        if positive.last_frame is not None:  # SV3D: the decoder ends each video on its conditioning frame
+            out[LAST_FRAME_KEY] = positive.last_frame.to(mm.intermediate_device())
         if request.loop:
             out[LOOP_KEY] = True  # the decoder drops each video's last frame (a second copy of the first)
         return io.NodeOutput(out)
@@ -481,7 +494,12 @@ class StableVideoDecode(io.ComfyNode):
         need = memory.decode_bytes(vae.config.vae, request.decode_chunk_size, request.height, request.width,
                                    compute_dtype(vae.module))
         mm.load_models_gpu([vae.patcher], memory_required=need)  # e.g. the UNet is offloaded first if needed
-        frames = flow.decode(vae.module, request, z)  # a loop's repeated last frame dropped
+        last_frame = latent.get(LAST_FRAME_KEY)  # SV3D's conditioning frame (the reference's convention)
+        if last_frame is not None and last_frame.shape[0] not in (1, z.shape[0]):
+            last_frame = None  # the latent's batch was cut or repeated by another node: nothing to match it with
+            log.warning("StableVideoDecode: the latent's SV3D input views do not match its %d videos; the last "
+                        "frames are decoded, not replaced by the input view", z.shape[0])
+        frames = flow.decode(vae.module, request, z, last_frame)  # a loop's repeated last frame dropped
         images = frames_to_image(frames).to(mm.intermediate_device())
         return io.NodeOutput(images, _video(images, latent_fps(latent)))
 

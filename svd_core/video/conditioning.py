@@ -205,8 +205,9 @@ def family_vector(family: Family, batch: int, *, fps_id: int, motion_bucket_id: 
     reference's get_batch repeats cond_aug over the frames and gives polars_rad / azimuths_rad per frame."""
     if family.vector == SVD_VECTOR:
         return None
-    columns: dict[str, list[float]] = {"cond_aug": [float(cond_aug)] * num_frames, "fps_id": [float(fps_id)] * num_frames,
-                                       "motion_bucket_id": [float(motion_bucket_id)] * num_frames}
+    columns: dict[str, list[float]] = {
+        "cond_aug": [float(cond_aug)] * num_frames, "fps_id": [float(fps_id)] * num_frames,
+        "motion_bucket_id": [float(motion_bucket_id)] * num_frames}
     if family.camera:
         if polars_rad is None or azimuths_rad is None:
             raise ValueError(f"an {family.name} model needs the camera path (elevations_deg, azimuths_deg)")
