@@ -9,6 +9,7 @@ decoder, which makes it the last frame (the reference's convention).
 from __future__ import annotations
 
 import logging
+
 import comfy.model_management as mm
 import torch
 from comfy_api.latest import io

@@ -157,11 +157,15 @@ def test_from_shapes() -> None:
     assert VAEConfig.from_shapes(ckpt_shapes) == VAEConfig.svd_xt()
     tiny = {k: tuple(v.shape) for k, v in VAE(VAEConfig.tiny()).state_dict().items()}
     assert VAEConfig.from_shapes(tiny) == VAEConfig.tiny()
-    # an SD VAE: same encoder, but an image-only decoder (no time_stack, mix_factor or time_mix_conv)
+    # a frame-wise 2-D decoder (no time_stack, mix_factor or time_mix_conv): SV3D's first stage; with a
+    # post_quant_conv, the image-decoder SVDs' AutoencoderKL (the loader tells the family by the conditioner)
     temporal = ("time_stack", "mix_factor", "time_mix_conv")
-    sd_vae = {k: v for k, v in ckpt_shapes.items() if not any(s in k for s in temporal)}
-    with pytest.raises(ValueError, match="SD VAE"):
-        VAEConfig.from_shapes(sd_vae)
+    image_vae = {k: v for k, v in ckpt_shapes.items() if not any(s in k for s in temporal)}
+    assert VAEConfig.from_shapes(image_vae) == VAEConfig.orbit()
+    with_pq = {**image_vae, "post_quant_conv.weight": (4, 4, 1, 1), "post_quant_conv.bias": (4,)}
+    assert VAEConfig.from_shapes(with_pq) == VAEConfig.image_decoder()
+    with pytest.raises(ValueError, match="no tensor 'quant_conv.weight'"):
+        VAEConfig.from_shapes({k: v for k, v in image_vae.items() if not k.startswith("quant_conv.")})
     # a temporal decoder with an extra or a wrongly shaped tensor
     with pytest.raises(ValueError, match="not an SVD VAE"):
         VAEConfig.from_shapes({**tiny, "decoder.up.0.attn.0.q.weight": (32, 32, 1, 1)})
