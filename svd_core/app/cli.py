@@ -54,7 +54,8 @@ def _model_options(g: argparse.ArgumentParser) -> None:
                    help="guidance scale on the first frame (default: the preset's)")
     g.add_argument("--max-cfg", type=float, default=None,
                    help="guidance scale on the last frame (default: the preset's)")
-    g.add_argument("--guidance", choices=GUIDANCE_SCHEDULES, default="linear", help="per-frame guidance schedule")
+    g.add_argument("--guidance", choices=GUIDANCE_SCHEDULES, default=None,
+                   help="per-frame guidance schedule (default: the preset's, linear for SVD, triangle for SV3D)")
     g.add_argument("--sampler", choices=SAMPLER_NAMES, default=None,
                    help="sampler (default: the preset's; euler, the reference's, or lcm for AnimateLCM)")
     g.add_argument("--seed", type=int, default=0, help="random seed (same video on CPU and GPU)")
@@ -66,6 +67,14 @@ def _model_options(g: argparse.ArgumentParser) -> None:
                    help="compute dtype (auto: fp16 on GPU, fp32 on CPU)")
     g.add_argument("--vae-dtype", choices=COMPUTE_DTYPES, default="fp32",
                    help="VAE dtype (default fp32, as the reference runs its VAE; bf16 saves memory when decoding)")
+    g.add_argument("--elevations-deg", type=float, nargs="+", default=None,
+                   help="SV3D_p only: camera elevation in degrees, one value or one per frame (default 10)")
+    g.add_argument("--azimuths-deg", type=float, nargs="+", default=None,
+                   help="SV3D_p only: camera azimuth in degrees, one per frame, the last frame's being the input "
+                        "view (default: the reference's even orbit)")
+    g.add_argument("--frame-ratio", type=float, default=None,
+                   help="SV3D only: the object's share of the frame side (the reference's image_frame_ratio); "
+                        "the object is found by the image's alpha")
     g.add_argument("--compile", action="store_true",
                    help="compile the UNet and decoder with torch.compile (slow first run; eager with a warning "
                         "where it cannot)")

@@ -7,6 +7,7 @@ number of CPU threads). The options are the command line's, by their Python name
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import torch
 from PIL import Image
 
 from ..checks import check_number, check_size, schedule_errors
-from ..config import COMPUTE_DTYPES, DTYPES
+from ..config import COMPUTE_DTYPES, DTYPES, FAMILIES
 from ..video.flow import make_video
 from ..video.request import VideoRequest
 from ..video.sample import StepCallback
@@ -53,10 +54,13 @@ class RenderOptions:
     cond_aug: float | None = None
     min_cfg: float | None = None
     max_cfg: float | None = None
-    guidance: str = "linear"
+    guidance: str | None = None  # the preset's: linear (SVD), triangle (SV3D)
     sampler: str | None = None
     decode_chunk_size: int | None = None
     loop: bool = False
+    elevations_deg: tuple[float, ...] | None = None  # SV3D_p's camera path (camera.camera_path)
+    azimuths_deg: tuple[float, ...] | None = None
+    frame_ratio: float | None = None  # SV3D: the object's share of the frame (image_ops.orbit_image)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -64,8 +68,9 @@ class RenderOptions:
 
     @classmethod
     def of(cls, values: Any) -> RenderOptions:
-        """The options among an object's attributes (an argparse namespace)."""
-        return cls(**{name: getattr(values, name) for name in cls.names() if hasattr(values, name)})
+        """The options among an object's attributes (an argparse namespace); lists become tuples."""
+        given = {name: getattr(values, name) for name in cls.names() if hasattr(values, name)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
 
 
 def _option(name: str) -> str:
@@ -89,6 +94,15 @@ def option_errors(options: RenderOptions) -> list[str]:
         errors.append(f"--decode-chunk-size must be at least 1 frame, got {options.decode_chunk_size}")
     if options.sampler is not None and options.steps is not None:
         errors.extend(schedule_errors(options.sampler, options.steps, label=_option))
+    for name in ("elevations_deg", "azimuths_deg"):
+        bad = [v for v in getattr(options, name) or () if not math.isfinite(v)]
+        if bad:
+            errors.append(f"{_option(name)} must be finite numbers of degrees, got {bad[0]}")
+    outside = [e for e in options.elevations_deg or () if math.isfinite(e) and not -90.0 <= e <= 90.0]
+    if outside:
+        errors.append(f"--elevations-deg must lie in [-90, 90] degrees, got {outside[0]}")
+    if options.frame_ratio is not None and not 0.0 < options.frame_ratio <= 1.0:
+        errors.append(f"--frame-ratio (the object's share of the frame) must lie in (0, 1], got {options.frame_ratio}")
     return [e for e in errors if e]
 
 
@@ -108,13 +122,15 @@ def request_for(models: SVDModels, options: RenderOptions, *, seed: int, end_ima
             num_steps=options.steps, fps_id=fps_id, motion_bucket_id=options.motion_bucket_id,
             cond_aug=options.cond_aug, min_cfg=options.min_cfg, max_cfg=options.max_cfg, guidance=options.guidance,
             sampler=options.sampler, decode_chunk_size=options.decode_chunk_size, resize_mode=options.resize,
-            seed=seed, end_image=end_image, loop=options.loop)
+            seed=seed, end_image=end_image, loop=options.loop, elevations_deg=options.elevations_deg,
+            azimuths_deg=options.azimuths_deg, frame_ratio=options.frame_ratio)
     except ValueError as e:  # the request names its settings; say them as options
         raise ValueError(_as_options(str(e))) from e
 
 
 _OPTION_OF = {"num_frames": "--frames", "num_steps": "--steps", "steps": "--steps",
-              "decode_chunk_size": "--decode-chunk-size"}
+              "decode_chunk_size": "--decode-chunk-size", "elevations_deg": "--elevations-deg",
+              "azimuths_deg": "--azimuths-deg", "frame_ratio": "--frame-ratio"}
 
 
 def _as_options(message: str) -> str:
@@ -127,10 +143,12 @@ def file_fps(models: SVDModels, options: RenderOptions) -> int:
     return options.fps if options.fps is not None else models.config.sampling.fps_id + 1
 
 
-def load_image(path: Path | BinaryIO) -> torch.Tensor:
-    """(1, 3, H, W) float in [0, 1]; an alpha channel is dropped, grayscale is repeated to RGB."""
+def load_image(path: Path | BinaryIO, *, keep_alpha: bool = False) -> torch.Tensor:
+    """(1, 3, H, W) float in [0, 1]; an alpha channel is dropped, grayscale is repeated to RGB. With `keep_alpha`
+    an image that has alpha comes as (1, 4, H, W) RGBA (SV3D's object on transparency)."""
     with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        alpha = keep_alpha and ("A" in im.getbands() or "transparency" in im.info)
+        arr = np.asarray(im.convert("RGBA" if alpha else "RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
 
 
@@ -171,7 +189,7 @@ def render(models: SVDModels, request: VideoRequest, image: Path | BinaryIO, out
            write: bool = True) -> int:
     """One image file to one video file, as the request says; returns the number of frames. The file is
     written whole or not at all (a temporary name, then renamed)."""
-    frame = load_image(image)
+    frame = load_image(image, keep_alpha=FAMILIES[request.family].orbit)
     last = None if end_image is None else load_image(end_image)
     video = make_video(models, request, frame, last, callback=callback, cfg_parallel=cfg_parallel)
     if write:
