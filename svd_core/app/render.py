@@ -69,7 +69,7 @@ class RenderOptions:
     @classmethod
     def of(cls, values: Any) -> RenderOptions:
         """The options among an object's attributes (an argparse namespace); lists become tuples."""
-        given = {name: getattr(values, name) for name in cls.names() if hasattr(values, name)}
+        given: dict[str, Any] = {name: getattr(values, name) for name in cls.names() if hasattr(values, name)}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
 
 
