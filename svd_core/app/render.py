@@ -69,8 +69,12 @@ class RenderOptions:
     @classmethod
     def of(cls, values: Any) -> RenderOptions:
         """The options among an object's attributes (an argparse namespace); lists become tuples."""
-        given: dict[str, Any] = {name: getattr(values, name) for name in cls.names() if hasattr(values, name)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
+        given: dict[str, Any] = {}
+        for name in cls.names():
+            if hasattr(values, name):
+                value = getattr(values, name)
+                given[name] = tuple(value) if isinstance(value, list) else value
+        return cls(**given)
 
 
 def _option(name: str) -> str:
