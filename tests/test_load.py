@@ -346,3 +346,51 @@ def test_names_of_the_loader_stay_importable():
     assert load.read_header is safetensors.read_header and load.read_tensors is safetensors.read_tensors
     assert load.WEIGHT_DTYPES is dtypes.WEIGHT_DTYPES and load.COMFY_CLIP_PREFIXES is detect.COMFY_CLIP_PREFIXES
     assert load.UNET_PREFIX == SINGLE_FILE_PREFIXES["unet"][""] == "model.diffusion_model."
+
+
+FAMILY_KEYS = {"svd_image_decoder": "svd_image_decoder", "sv3d_u": "sv3d_u", "sv3d_p": "sv3d_p"}
+
+
+@pytest.mark.parametrize("preset", sorted(FAMILY_KEYS))
+def test_full_size_meta_models_of_the_family_have_their_official_names_and_shapes(preset: str) -> None:
+    from svd_core.config import PRESETS
+    from svd_core.weights.layout import ignored_prefixes, prefixes
+
+    official = json.loads((KEYS_JSON.parent / f"{FAMILY_KEYS[preset]}.keys.json").read_text())
+    tensors = {k: tuple(v) for k, v in official["tensors"].items()}
+    assert sum(math.prod(s) for s in tensors.values()) == official["parameter_count"]
+    config = PRESETS[preset]
+    table = prefixes(config.family)
+    models = build_models(config, device="meta")
+    ours = {file_name(part, name, table): tuple(p.shape)
+            for part in table for name, p in getattr(models, part).state_dict().items()}
+    assert {k: tensors.get(k) for k in ours} == ours, "every tensor of ours is in the official file with its shape"
+    unread = [k for k in tensors if k not in ours]
+    assert not [k for k in unread if not k.startswith(ignored_prefixes(config.family))]
+    assert all(part_of(k, table) is None for k in unread)
+
+
+@pytest.mark.parametrize(("family", "name", "preset", "frames", "steps"), [
+    ("svd_image_decoder", "svd_image_decoder.safetensors", "svd_image_decoder", 14, 25),
+    ("svd_image_decoder", "svd_xt_image_decoder.safetensors", "svd_xt_image_decoder", 25, 30),
+    ("sv3d_u", "orbit_u.safetensors", "sv3d_u", 21, 50),
+    ("sv3d_p", "orbit_p.safetensors", "sv3d_p", 21, 50),
+])
+def test_the_family_files_load_with_the_references_presets(tmp_path, family, name, preset, frames, steps):
+    path = save_random_checkpoint(tmp_path / name, SVDConfig.tiny(family), seed=2, dtype=torch.float32)
+    models = load_models(path, dtype=torch.float32)
+    s = models.config.sampling
+    assert (models.config.name, models.config.family, s.num_frames, s.num_steps) == (preset, family, frames, steps)
+    if family.startswith("sv3d"):  # simple_video_sample.py sv3d_*: cond_aug 1e-5, 576x576; sv3d_*.yaml triangle 2.5
+        assert (s.guidance, s.min_cfg, s.max_cfg, s.cond_aug, s.width, s.height) == ("triangle", 1.0, 2.5, 1e-5,
+                                                                                    576, 576)
+        assert models.vae.post_quant_conv is None
+    else:  # svd_image_decoder.yaml 1.0-2.5, svd_xt_image_decoder.yaml 1.5-3.0, LinearPredictionGuider
+        assert s.guidance == "linear" and (s.min_cfg, s.max_cfg) == ((1.0, 2.5) if frames == 14 else (1.5, 3.0))
+        assert models.vae.post_quant_conv is not None
+    sd = load_file(str(path))
+    from svd_core.weights.layout import prefixes
+    table = prefixes(family)
+    for part in table:
+        for key, p in getattr(models, part).state_dict().items():
+            assert torch.equal(p, sd[file_name(part, key, table)]), key
