@@ -111,3 +111,31 @@ def test_end_image_and_loop_from_the_command_line(inputs):
     assert "wrote" in r.stderr and "(3 frames)" in r.stderr  # the repeated first frame is dropped
     r = _run(*common, "--output", str(d / "both.png"), "--loop", "--end-image", str(img))
     assert r.returncode == 2 and "--end-image and --loop" in r.stderr
+
+
+def test_an_orbit_from_the_command_line_follows_its_camera_and_refuses_bad_paths(inputs):
+    _, _, d = inputs
+    ckpt = save_random_checkpoint(d / "sv3d_p.safetensors", SVDConfig.tiny("sv3d_p"), seed=6)
+    rgba = np.zeros((90, 120, 4), dtype=np.uint8)
+    rgba[20:60, 70:110] = (200, 40, 90, 255)  # an object on transparency, off-centre
+    obj = d / "object.png"
+    Image.fromarray(rgba).save(obj)
+    out = d / "orbit.png"
+    common = ("--checkpoint", str(ckpt), "--image", str(obj), "--output", str(out), "--width", "64", "--height",
+              "64", "--frames", "3", "--steps", "2", "--device", "cpu")
+    r = _run(*common, "--elevations-deg", "0", "15", "30", "--azimuths-deg", "120", "240", "0")
+    assert r.returncode == 0, r.stderr
+    with Image.open(out) as im:
+        assert im.n_frames == 3
+        im.seek(2)
+        last = np.asarray(im.convert("RGB"))
+    assert (last[0, 0] == 255).all(), "the last frame is the prepared input: the object centred on white"
+    bad = [(("--azimuths-deg", "0", "90"), "--azimuths-deg has 2 values; give 3"),
+           (("--elevations-deg", "100"), "--elevations-deg must lie in [-90, 90]"),
+           (("--elevations-deg", "nan"), "--elevations-deg must be finite")]
+    for extra, message in bad:
+        r = _run(*common, *extra)
+        assert r.returncode != 0 and message in r.stderr, r.stderr
+    svd_ckpt = d / "svd_xt_1_1.safetensors"
+    r = _run("--checkpoint", str(svd_ckpt), *common[2:], "--elevations-deg", "10")
+    assert r.returncode != 0 and "--elevations-deg / --azimuths-deg: the loaded model (svd_xt_1_1" in r.stderr
