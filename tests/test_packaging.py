@@ -36,3 +36,28 @@ def test_comfyignore_keeps_tests_and_bench_out_of_the_archive() -> None:
     for folder in ("tests/", "bench/", ".ci/"):
         assert folder in patterns
     assert not any(p.startswith(("svd_core", "nodes", "example_workflows")) for p in patterns)
+
+
+# The attribution notices the licences ask for, word for word (Stability-AI/generative-models model_licenses:
+# LICENSE-SV3D section 2.c, which SVD-XT 1.1's licence shares, and LICENSE-SVD section 2.b).
+ATTRIBUTIONS = {
+    ("svd_xt_1_1", "sv3d_u", "sv3d_p"): "This Stability AI Model is licensed under the Stability AI Non-Commercial "
+                                        "Research Community License, Copyright (c) Stability AI Ltd. All Rights "
+                                        "Reserved.",
+    ("svd", "svd_xt", "svd_image_decoder", "svd_xt_image_decoder"): "Stable Video Diffusion is licensed under the "
+                                                                     "Stable Video Diffusion Research License, "
+                                                                     "Copyright (c) Stability AI Ltd. All Rights "
+                                                                     "Reserved.",
+}
+
+
+def test_notice_carries_every_family_members_attribution_word_for_word() -> None:
+    from svd_core.config import PRESETS
+
+    notice = " ".join((REPO / "NOTICE").read_text().split())  # line breaks and indentation are not words
+    for files, text in ATTRIBUTIONS.items():
+        assert text in notice, text
+        for name in files:
+            assert f"{name}.safetensors" in notice, name
+    covered = {name for files in ATTRIBUTIONS for name in files}
+    assert set(PRESETS) - covered == {"animatelcm_svd_xt"}, "every preset's file has its licence's notice"
