@@ -1,5 +1,5 @@
-"""svd_core: Stable Video Diffusion (SVD, SVD-XT, SVD-XT 1.1) in plain PyTorch, exact to the reference
-implementation (Stability-AI/generative-models). No ComfyUI import anywhere in this package.
+"""svd_core: Stable Video Diffusion (SVD, SVD-XT, SVD-XT 1.1, the image-decoder SVDs, SV3D) in plain PyTorch,
+exact to the reference implementation (Stability-AI/generative-models). No ComfyUI import anywhere in this package.
 
 The parts, each importing only those listed after it:
 - app/        the programs: command line, one request to one video file, the Ray batch job;
@@ -12,14 +12,17 @@ The parts, each importing only those listed after it:
 from __future__ import annotations
 
 from . import moved
-from .config import PRESETS, SamplingConfig, SVDConfig
+from .config import FAMILIES, PRESETS, Family, SamplingConfig, SVDConfig
 from .diffusion.guidance import GUIDANCE_SCHEDULES, guidance_scales
 from .diffusion.sampling import karras_sigmas, lcm_sigmas
+from .image_ops import orbit_image
+from .nets.image_decoder import ImageDecoder
 from .nets.image_encoder import ImageEncoder, ImageEncoderConfig
 from .nets.pieces import PieceSizes, Plan, use_piece_sizes, use_plan
 from .nets.unet import UNet, UNetConfig
 from .nets.vae import VAE, VAEConfig
 from .seeds import VideoNoise, video_seeds
+from .video.camera import camera_path, camera_radians
 from .video.conditioning import Conditioning, Keyframes, embed_vector, encode_conditioning, encode_keyframes
 from .video.decode import decode_chunk, decode_latents
 from .video.extend import extend
@@ -39,7 +42,8 @@ __all__ = [
     "VAEConfig", "VideoNoise", "video_seeds", "Conditioning", "Keyframes", "embed_vector", "encode_conditioning",
     "encode_keyframes", "decode_chunk", "decode_latents", "extend", "make_video", "generate", "sample_keyframes",
     "VideoRequest", "SAMPLER_NAMES", "HeldFrames", "sample_video", "CheckpointError", "load_models", "SVDModels",
-    "build_models", "random_models", "randomize_", "save_random_checkpoint",
+    "build_models", "random_models", "randomize_", "save_random_checkpoint", "FAMILIES", "Family", "orbit_image",
+    "ImageDecoder", "camera_path", "camera_radians",
 ]
 
 moved.install()

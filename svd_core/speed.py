@@ -147,6 +147,6 @@ def compile_models(models: Compilable, *, mode: str | None = None) -> bool:
         return False
     mode = mode if mode is not None else ("reduce-overhead" if device.type == "cuda" else None)
     _with_fallback(models.unet, "UNet", mode)
-    _with_fallback(models.vae.decoder, "temporal decoder", mode)
+    _with_fallback(models.vae.decoder, "temporal decoder" if models.vae.config.temporal else "image decoder", mode)
     setattr(models, _COMPILED, True)
     return True

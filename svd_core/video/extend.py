@@ -84,6 +84,9 @@ def extend(
         raise ValueError(f"overlap is {overlap} frames but the video has only {t}")
     if isinstance(num_clips, bool) or not isinstance(num_clips, int) or num_clips < 1:
         raise ValueError(f"num_clips must be at least 1, got {num_clips!r}")
+    if models.config.kind.orbit:
+        raise ValueError(f"extend: the loaded model ({models.config.name}) makes orbits of an object, which end on "
+                         "their input view; continuing a video needs an SVD model")
     request = VideoRequest.build(
         models.config, width=video.shape[-1], height=video.shape[-2], num_frames=num_frames, num_steps=num_steps,
         fps_id=fps_id, motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, min_cfg=min_cfg, max_cfg=max_cfg,
