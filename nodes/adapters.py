@@ -61,10 +61,17 @@ STORAGE_ONLY = STORAGE_ONLY_DTYPES
 @dataclass(frozen=True)
 class ModelHandle:
     """What flows along an SVD_MODEL / SVD_CLIP_VISION / SVD_VAE wire: the host's model patcher
-    around one svd_core module, and the SVDConfig it was built from."""
+    around one svd_core module, the SVDConfig it was built from, and the file it came from (ckpt_name, for
+    messages)."""
 
     patcher: Any
     config: Any
+    source: str = ""
+
+    def describe(self) -> str:
+        """'<ckpt_name>' (<preset>, an <family> model), for messages that name the file and what it is."""
+        name = f"'{self.source}' " if self.source else ""
+        return f"{name}({self.config.name}, an {self.config.family} model)"
 
     @property
     def module(self) -> torch.nn.Module:

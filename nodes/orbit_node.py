@@ -101,15 +101,15 @@ class StableVideoOrbitConditioning(io.ComfyNode):
                 mask: torch.Tensor | None = None, frame_ratio: float = 0.0) -> io.NodeOutput:
         config = clip_vision.config
         if not config.kind.orbit:
-            raise ValueError(f"clip_vision: the loaded checkpoint is {config.name} (an {config.family} model), not "
-                             "SV3D; orbits need sv3d_u.safetensors or sv3d_p.safetensors. For video from this "
-                             "model use Stable Video Conditioning")
+            raise ValueError(f"clip_vision: the loaded checkpoint {clip_vision.describe()} is not SV3D; orbits need "
+                             "sv3d_u.safetensors or sv3d_p.safetensors. For video from this model use Stable Video "
+                             "Conditioning")
         schema.raise_if([e for e in (check_size("width", width), check_size("height", height)) if e])
         elevation_list = parse_angles(elevations, "elevations")
         azimuth_list = parse_angles(azimuths, "azimuths")
         if not config.kind.camera and (elevation_list is not None or azimuth_list is not None):
-            raise ValueError(f"elevations / azimuths: the loaded model is {config.name}, which takes no camera path "
-                             "(only SV3D_p does); leave them empty")
+            raise ValueError(f"elevations / azimuths: the loaded checkpoint {clip_vision.describe()} takes no camera "
+                             "path (only SV3D_p does); leave them empty")
         request = VideoRequest.build(config, width=width, height=height, num_frames=frames, cond_aug=cond_aug,
                                      seed=seed, elevations_deg=elevation_list, azimuths_deg=azimuth_list,
                                      frame_ratio=frame_ratio or None)

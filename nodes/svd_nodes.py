@@ -189,9 +189,9 @@ class StableVideoCheckpointLoader(io.ComfyNode):
         log.info("loaded %s (%s, preset %s): unet %s (stored %s), image encoder %s, vae %s", ckpt_name,
                  models.config.family, models.config.name, unet_dtype, storage, enc_dtype, vae_dtype)
         return io.NodeOutput(
-            ModelHandle(_patcher(models.unet, unet_dev, mm.unet_offload_device()), models.config),
-            ModelHandle(_patcher(encoder, enc_dev, mm.text_encoder_offload_device()), models.config),
-            ModelHandle(_patcher(vae, vae_dev, mm.vae_offload_device()), models.config),
+            ModelHandle(_patcher(models.unet, unet_dev, mm.unet_offload_device()), models.config, ckpt_name),
+            ModelHandle(_patcher(encoder, enc_dev, mm.text_encoder_offload_device()), models.config, ckpt_name),
+            ModelHandle(_patcher(vae, vae_dev, mm.vae_offload_device()), models.config, ckpt_name),
         )
 
 
@@ -261,8 +261,8 @@ class StableVideoConditioning(io.ComfyNode):
                 end_image: torch.Tensor | None = None, loop: bool = False) -> io.NodeOutput:
         schema.raise_if(conditioning_errors(width, height, fps, motion_bucket_id, cond_aug))
         if clip_vision.config.kind.orbit:
-            raise ValueError(f"clip_vision: the loaded checkpoint is {clip_vision.config.name}, an SV3D model (orbits "
-                             "of an object, no fps or motion conditioning); use Stable Video Orbit Conditioning")
+            raise ValueError(f"clip_vision: the loaded checkpoint {clip_vision.describe()} is SV3D (orbits of an "
+                             "object, no fps or motion conditioning); use Stable Video Orbit Conditioning")
         request = VideoRequest.build(
             clip_vision.config, width=width, height=height, fps_id=fps_to_fps_id(fps),
             motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, resize_mode=resize_mode, seed=seed,
