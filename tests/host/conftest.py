@@ -38,9 +38,10 @@ def comfy_nodes(host_root: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def assets(comfy_nodes: Any, host_root: Path) -> Path:
-    """The models folder (tiny SVD, tiny SD1.5) and example inputs, shared by both hosts."""
+    """The models folder (tiny SVD, tiny SV3D_p, tiny SD1.5) and example inputs, shared by both hosts."""
     ckpts = host_root / "checkpoints"
     hostenv.write_svd_checkpoint(ckpts / hostenv.SVD_CKPT)
+    hostenv.write_family_checkpoint(ckpts / hostenv.SV3D_P_CKPT, "sv3d_p")
     hostenv.write_sd15_checkpoint(ckpts / hostenv.SD_CKPT)
     hostenv.write_lcm_unet(host_root / "diffusion_models" / hostenv.LCM_UNET)
     hostenv.write_inputs(host_root / "input")

@@ -17,7 +17,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "example_workflows"
 WORKFLOW_NAMES = ("image_to_video", "text_to_image_to_video", "batch_of_images", "first_last_frame", "seamless_loop",
-                  "long_video", "animatelcm_fast")
+                  "long_video", "animatelcm_fast", "image_to_orbit")
 COMFY = Path(os.environ.get("COMFYUI_PATH", "~/ComfyUI")).expanduser()
 HAVE_COMFY = (COMFY / "main.py").is_file() and (COMFY / "nodes.py").is_file()
 SKIP_REASON = f"ComfyUI not found at {COMFY} (set COMFYUI_PATH to a ComfyUI checkout to run the host tests)"
@@ -25,6 +25,9 @@ SKIP_REASON = f"ComfyUI not found at {COMFY} (set COMFYUI_PATH to a ComfyUI chec
 SVD_CKPT = "svd_tiny.safetensors"
 SD_CKPT = "sd15_tiny.safetensors"
 LCM_UNET = "AnimateLCM-SVD-xt-tiny.safetensors"  # a UNet-only file in diffusers' names, as AnimateLCM ships
+SV3D_P_CKPT = "sv3d_p_tiny.safetensors"  # told from SV3D_u by its tensors (label_emb widths)
+# the tiny file that stands in for each checkpoint a template names (any other: SVD_CKPT)
+STAND_INS = {"sv3d_p.safetensors": SV3D_P_CKPT}
 FRAMES = 3  # frames per video in the shrunk workflows
 SIZE = 64  # width and height in the shrunk workflows
 
@@ -112,6 +115,14 @@ def write_svd_checkpoint(path: Path) -> Path:
     return Path(svd_core.save_random_checkpoint(path, svd_core.SVDConfig.tiny(), seed=0, dtype=torch.float16))
 
 
+def write_family_checkpoint(path: Path, family: str, seed: int = 2) -> Path:
+    """svd_core's tiny random member of `family` (sv3d_u, sv3d_p, svd_image_decoder) in the official layout."""
+    import svd_core
+
+    return Path(svd_core.save_random_checkpoint(path, svd_core.SVDConfig.tiny(family), seed=seed,
+                                                dtype=torch.float16))
+
+
 def write_lcm_unet(path: Path) -> Path:
     """A tiny random UNet-only file in AnimateLCM-SVD-xt's layout (diffusers' names, fp32)."""
     import svd_core.weights.random_weights
@@ -194,12 +205,13 @@ def shrink(prompt: dict[str, Any], prefix: str) -> tuple[dict[str, Any], int]:
     for node in p.values():
         t, i = node["class_type"], node["inputs"]
         if t == "StableVideoCheckpointLoader":
-            i["ckpt_name"] = SVD_CKPT
+            i["ckpt_name"] = STAND_INS.get(i["ckpt_name"], SVD_CKPT)
             if i.get("unet_name", "none") != "none":
                 i["unet_name"] = LCM_UNET
         elif t == "CheckpointLoaderSimple":
             i["ckpt_name"] = SD_CKPT
-        elif t in ("StableVideoConditioning", "StableVideoEmptyLatent", "EmptyLatentImage"):
+        elif t in ("StableVideoConditioning", "StableVideoOrbitConditioning", "StableVideoEmptyLatent",
+                   "EmptyLatentImage"):
             i["width"], i["height"] = SIZE, SIZE
             if "frames" in i:
                 i["frames"] = FRAMES
@@ -296,11 +308,25 @@ def ui_to_api(ui: dict[str, Any], node_defs: dict[str, Any]) -> dict[str, Any]:
     return api
 
 
+# A MarkdownNote laid out above the nodes of these templates (the frontend's note node: not part of the prompt)
+NOTES = {
+    "image_to_orbit": (
+        "## SV3D_p: an orbit of an object from one image\n\n"
+        "- Accept the licence of **stabilityai/sv3d** on Hugging Face first, then put `sv3d_p.safetensors` "
+        "(or `sv3d_u.safetensors`, no camera path) in `models/checkpoints`.\n"
+        "- The image: the object on transparency (LoadImage's MASK is 1 where transparent, hence InvertMask), "
+        "or a background-removal node's IMAGE and MASK wired straight into the orbit node.\n"
+        "- Reference settings: 576x576, 21 views, 50 steps, triangle guidance 1.0 / 2.5. The last view is the "
+        "prepared input image."),
+}
+
+
 def api_to_ui(api: dict[str, Any], node_classes: dict[str, Any], title: str) -> dict[str, Any]:
     """Lay out an API-format workflow as a UI-format (litegraph) workflow, the format of the templates
     in the comfyui_workflow_templates package: nodes with typed input/output slots, a link table
     [id, origin, origin slot, target, target slot, type] and widgets_values in widget order (a seed is
-    followed by its control value, "fixed"). Used to write the example workflows."""
+    followed by its control value, "fixed"), plus the template's note (NOTES) when it has one. Used to write
+    the example workflows."""
     import uuid
 
     depth: dict[str, int] = {}
@@ -358,9 +384,15 @@ def api_to_ui(api: dict[str, Any], node_classes: dict[str, Any], title: str) -> 
             "flags": {}, "order": idx, "mode": 0, "inputs": slots, "outputs": outputs[nid],
             "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": values,
         })
+    if title in NOTES:
+        nodes.append({
+            "id": max(int(n) for n in api) + 1, "type": "MarkdownNote", "pos": [40, -220], "size": [1100, 180],
+            "flags": {}, "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
+            "widgets_values": [NOTES[title]], "color": "#432", "bgcolor": "#653",
+        })
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-svd-exact/{title}")), "revision": 0,
-        "last_node_id": max(int(n) for n in api), "last_link_id": len(links), "nodes": nodes, "links": links,
+        "last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
         "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
     }
 

@@ -17,8 +17,9 @@ if not hostenv.HAVE_COMFY:
 
 pytestmark = pytest.mark.host
 
-NODE_IDS = ("StableVideoCheckpointLoader", "StableVideoConditioning", "StableVideoEmptyLatent",
-            "StableVideoSampler", "StableVideoDecode", "StableVideoExtend", "StableVideoToCoreModel")
+NODE_IDS = ("StableVideoCheckpointLoader", "StableVideoConditioning", "StableVideoOrbitConditioning",
+            "StableVideoEmptyLatent", "StableVideoSampler", "StableVideoDecode", "StableVideoExtend",
+            "StableVideoToCoreModel")
 
 
 def run(comfy_nodes: Any, prompt: dict[str, Any], executor: Any = None) -> tuple[Any, Any, Any]:
@@ -42,7 +43,7 @@ def error_text(executor: Any) -> str:
                     if ev == "execution_error")
 
 
-def test_pack_registers_its_seven_nodes_with_tooltips(comfy_nodes: Any) -> None:
+def test_pack_registers_its_eight_nodes_with_tooltips(comfy_nodes: Any) -> None:
     for node_id in NODE_IDS:
         cls = comfy_nodes.NODE_CLASS_MAPPINGS[node_id]
         info = cls.GET_NODE_INFO_V1()
@@ -55,6 +56,7 @@ def test_pack_registers_its_seven_nodes_with_tooltips(comfy_nodes: Any) -> None:
     assert returns == {
         "StableVideoCheckpointLoader": ["SVD_MODEL", "SVD_CLIP_VISION", "SVD_VAE"],
         "StableVideoConditioning": ["SVD_CONDITIONING", "SVD_CONDITIONING"],
+        "StableVideoOrbitConditioning": ["SVD_CONDITIONING", "SVD_CONDITIONING"],
         "StableVideoEmptyLatent": ["LATENT"], "StableVideoSampler": ["LATENT"], "StableVideoDecode": ["IMAGE", "VIDEO"],
         "StableVideoExtend": ["IMAGE"], "StableVideoToCoreModel": ["MODEL", "CONDITIONING", "CONDITIONING", "LATENT"]}
 

@@ -14,8 +14,9 @@ import hostenv
 
 pytestmark = pytest.mark.host
 
-NODE_IDS = ("StableVideoCheckpointLoader", "StableVideoConditioning", "StableVideoEmptyLatent",
-            "StableVideoSampler", "StableVideoDecode", "StableVideoExtend", "StableVideoToCoreModel")
+NODE_IDS = ("StableVideoCheckpointLoader", "StableVideoConditioning", "StableVideoOrbitConditioning",
+            "StableVideoEmptyLatent", "StableVideoSampler", "StableVideoDecode", "StableVideoExtend",
+            "StableVideoToCoreModel")
 
 
 def test_object_info_lists_the_nodes_with_tooltips(server: Any) -> None:
