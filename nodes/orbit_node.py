@@ -9,6 +9,7 @@ decoder, which makes it the last frame (the reference's convention).
 from __future__ import annotations
 
 import logging
+import re
 
 import comfy.model_management as mm
 import torch
@@ -110,9 +111,13 @@ class StableVideoOrbitConditioning(io.ComfyNode):
         if not config.kind.camera and (elevation_list is not None or azimuth_list is not None):
             raise ValueError(f"elevations / azimuths: the loaded checkpoint {clip_vision.describe()} takes no camera "
                              "path (only SV3D_p does); leave them empty")
-        request = VideoRequest.build(config, width=width, height=height, num_frames=frames, cond_aug=cond_aug,
-                                     seed=seed, elevations_deg=elevation_list, azimuths_deg=azimuth_list,
-                                     frame_ratio=frame_ratio or None)
+        try:
+            request = VideoRequest.build(config, width=width, height=height, num_frames=frames, cond_aug=cond_aug,
+                                         seed=seed, elevations_deg=elevation_list, azimuths_deg=azimuth_list,
+                                         frame_ratio=frame_ratio or None)
+        except ValueError as e:  # svd_core names its arguments; say the node's inputs
+            raise ValueError(re.sub(r"\b(elevations|azimuths)_deg\b", r"\1", str(e)).replace("num_frames", "frames")
+                             ) from e
         pixels, _ = flow.fit_images(request, orbit_pixels(image, mask))  # (B, 3, H, W), prepared as the reference
         b, _, h, w = pixels.shape
         noise = VideoNoise.for_batch(seed, b).start(image=tuple(pixels.shape[1:]))

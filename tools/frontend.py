@@ -35,7 +35,12 @@ def open_app(browser: Any, url: str, width: int = 1600, height: int = 1000) -> A
     page = browser.new_page(viewport={"width": width, "height": height})
     page.goto(url, wait_until="networkidle")
     page.wait_for_function("window.app && window.app.graph && window.app.extensionManager", timeout=120000)
-    page.keyboard.press("Escape")
+    # the template dialog may open after a first Escape: press it again until no dialog is left (at most ~5 s)
+    for _ in range(20):
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(250)
+        if page.locator(".p-dialog").count() == 0:
+            break
     return page
 
 

@@ -106,6 +106,7 @@ def test_camera_path_refused_for_sv3d_u_and_bad_lists_refused_naming_the_input(
         _orbit(n, clip, vae, image, mask=alpha, **given)
     message = str(refused.value)
     assert all(part in message for part in expected), message
+    assert "_deg" not in message, "the node's inputs are named, not svd_core's arguments"
 
 
 @pytest.mark.parametrize("ckpt", [hostenv.SV3D_P_CKPT, SV3D_U_CKPT])
