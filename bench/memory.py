@@ -2,6 +2,8 @@
 
     python bench/memory.py                              # SVD-XT 1.1, 1024x576, 25 frames, fp16, on fake CUDA
     python bench/memory.py --dtype fp32 --vae-dtype fp32 --chunk 14 --peer diffusers
+    python bench/memory.py --preset sv3d_p --peer diffusers         # SV3D_p at its own 576x576, 21 frames
+    python bench/memory.py --preset svd_xt_image_decoder --peer diffusers   # the frame-wise 2-D decoder
     python bench/memory.py --validate                   # against a real CPU run, see below
 
 It builds the real modules (svd_core's, and with `--peer diffusers` diffusers' and transformers') on
@@ -15,8 +17,16 @@ Stages, each with its weights, its activation peak and their total:
   image encoder   the CLIP tower on the conditioning image(s)
   VAE encoder     the conditioning frame(s) to latents
   UNet step       one guided denoiser call (cond + uncond in one batch) and its Euler update
-  decode chunk    one chunk of frames through the temporal decoder (decode_latents)
-Beside each, the estimate svd_core.memory gives (what the nodes tell ComfyUI's load_models_gpu).
+  decode chunk    one chunk of frames through the preset's decoder (decode_latents): SVD's temporal
+                  one, or the frame-wise 2-D one of the image-decoder SVDs and SV3D
+Beside each, the estimate svd_core.memory gives (what the nodes tell ComfyUI's load_models_gpu). Size,
+frames and decode chunk default to the preset's own (SV3D: 576x576, 21 frames).
+
+diffusers has no SV3D pipeline and no frame-wise SVD pipeline; for those presets its parts stand in at the
+same sizes: UNetSpatioTemporalConditionModel (SV3D's UNet is SVD's, only the vector width differs: the
+added time ids are as many as that width asks for) and AutoencoderKL, whose decoder is the same 2-D
+Decoder, decoding the chunk as one batch as StableVideoDiffusionPipeline.decode_latents would
+(`vae.decode(latents[i:i + chunk])`; AutoencoderKL.enable_slicing would decode frame by frame instead).
 
 --validate checks the counting against an independent measurement of the same run: a medium-size
 model at a size this CPU runs, each stage in a fresh process with glibc told to map every allocation
@@ -162,12 +172,15 @@ def ours_stages(config: svd_core.SVDConfig, work: Work, device: str) -> dict[str
         return vae.encode(torch.rand(b, 3, work.height, work.width, device=device, dtype=work.vae_dtype))
 
     def unet_step() -> Any:
+        scalars = len(config.unet.vector_widths)  # SVD: fps_id, motion bucket, cond_aug; SV3D_p: cond_aug + camera
+        vector_shape = (b, t, scalars) if config.kind.orbit else (b, scalars)  # SV3D: one row per view
         cond = Conditioning(
             crossattn=torch.randn(b, 1, config.unet.context_dim, device=device, dtype=work.dtype),
             concat=torch.randn(b, c, h, w, device=device, dtype=work.dtype),
-            vector=torch.full((b, 3), 6.0, device=device),
+            vector=torch.full(vector_shape, 6.0, device=device),
         )
-        denoiser = guided_denoiser(unet, cond, cond, t, svd_core.guidance_scales("linear", t, 1.5, 3.0))
+        s = config.sampling
+        denoiser = guided_denoiser(unet, cond, cond, t, svd_core.guidance_scales(s.guidance, t, s.min_cfg, s.max_cfg))
         x = torch.randn(b * t, c, h, w, device=device)
         sigma, sigma_next = torch.full((), 10.0, device=device), torch.full((), 8.0, device=device)
         denoised = denoiser(x, sigma.expand(b * t))
@@ -184,8 +197,20 @@ def ours_stages(config: svd_core.SVDConfig, work: Work, device: str) -> dict[str
     return {"runners": runners, "weights": weights}
 
 
+def _diffusers_image_vae_config(cfg: svd_core.VAEConfig) -> dict[str, Any]:
+    """diffusers.AutoencoderKL's arguments for the frame-wise VAE (the same 2-D Encoder and Decoder;
+    AutoencoderKL's decoder levels also hold num_res_blocks + 1 blocks)."""
+    levels = len(cfg.ch_mult)
+    return {"in_channels": cfg.in_channels, "out_channels": cfg.out_channels,
+            "down_block_types": ("DownEncoderBlock2D",) * levels, "up_block_types": ("UpDecoderBlock2D",) * levels,
+            "block_out_channels": tuple(cfg.ch * m for m in cfg.ch_mult), "layers_per_block": cfg.num_res_blocks,
+            "latent_channels": cfg.latent_channels, "norm_num_groups": cfg.num_groups,
+            "scaling_factor": cfg.scale_factor, "use_post_quant_conv": cfg.post_quant_conv}
+
+
 def diffusers_stages(config: svd_core.SVDConfig, work: Work, device: str) -> dict[str, Any]:
-    """The same work for diffusers' StableVideoDiffusionPipeline parts (its step and decode loop)."""
+    """The same work for diffusers' StableVideoDiffusionPipeline parts (its step and decode loop); for the
+    frame-wise presets, AutoencoderKL in place of the temporal VAE (module docstring)."""
     import diffusers
     import transformers
 
@@ -194,7 +219,12 @@ def diffusers_stages(config: svd_core.SVDConfig, work: Work, device: str) -> dic
     from svd_core.weights.convert.vae import folder_config as vae_config
 
     unet = _build(lambda: diffusers.UNetSpatioTemporalConditionModel(**unet_config(config.unet)), work.dtype, device)
-    vae = _build(lambda: diffusers.AutoencoderKLTemporalDecoder(**vae_config(config.vae)), work.vae_dtype, device)
+    vae: Any
+    if config.vae.temporal:
+        vae = _build(lambda: diffusers.AutoencoderKLTemporalDecoder(**vae_config(config.vae)), work.vae_dtype, device)
+    else:
+        vae = _build(lambda: diffusers.AutoencoderKL(**_diffusers_image_vae_config(config.vae)), work.vae_dtype,
+                     device)
     clip_cfg = transformers.CLIPVisionConfig(**transformers_config(config.image_encoder))
     clip = _build(lambda: transformers.CLIPVisionModelWithProjection(clip_cfg), work.dtype, device)
     b, t = work.videos, work.frames
@@ -213,7 +243,9 @@ def diffusers_stages(config: svd_core.SVDConfig, work: Work, device: str) -> dic
         latents = torch.randn(b, t, c, h, w, device=device, dtype=work.dtype)
         image_latents = torch.randn(2 * b, t, c, h, w, device=device, dtype=work.dtype)
         embeddings = torch.randn(2 * b, 1, config.unet.context_dim, device=device, dtype=work.dtype)
-        time_ids = torch.full((2 * b, 3), 6.0, device=device, dtype=work.dtype)
+        # one added time id per addition_time_embed_dim-wide slice of the vector (SVD 3, SV3D_p 5, SV3D_u 1)
+        time_ids = torch.full((2 * b, config.unet.adm_in_channels // config.unet.vector_embed_dim), 6.0,
+                              device=device, dtype=work.dtype)
         sigma = 10.0
         model_in = torch.cat([latents] * 2) / (sigma**2 + 1) ** 0.5
         model_in = torch.cat([model_in, image_latents], dim=2)
@@ -228,6 +260,8 @@ def diffusers_stages(config: svd_core.SVDConfig, work: Work, device: str) -> dic
 
     def decode_chunk() -> Any:  # decode_latents with decode_chunk_size = chunk
         z = torch.randn(work.chunk, c, h, w, device=device, dtype=work.vae_dtype) / config.vae.scale_factor
+        if not config.vae.temporal:  # AutoencoderKL: the chunk as one batch of images
+            return vae.decode(z).sample.float()
         return vae.decode(z, num_frames=work.chunk).sample.float()
 
     runners = {"image_encoder": image_encoder, "vae_encoder": vae_encoder, "unet_step": unet_step,
@@ -276,8 +310,10 @@ TARGETS = {("unet_step", torch.float16): 6.0, ("decode_chunk", torch.float16): 4
 def print_table(config: svd_core.SVDConfig, work: Work, result: dict[str, dict[str, dict[str, int]]]) -> None:
     est = formula(config, work)
     names = list(result)
-    log.info("%s, %dx%d, %d frames x %d video(s), decode chunk %d, weights %s, VAE %s (GiB)", config.name, work.width,
-             work.height, work.frames, work.videos, work.chunk, str(work.dtype)[6:], str(work.vae_dtype)[6:])
+    decoder = "temporal decoder" if config.vae.temporal else "frame-wise 2-D decoder"
+    log.info("%s, %dx%d, %d frames x %d video(s), decode chunk %d (%s), weights %s, VAE %s (GiB)", config.name,
+             work.width, work.height, work.frames, work.videos, work.chunk, decoder, str(work.dtype)[6:],
+             str(work.vae_dtype)[6:])
     head = f"{'stage':<14}" + "".join(f"{n + ' weights':>20}{n + ' act.':>18}{n + ' total':>18}" for n in names)
     log.info("%s%18s", head, "estimate (act.)")
     for stage in STAGES:
@@ -316,12 +352,16 @@ def _validation_work(stage: str, width: int | None = None, height: int | None = 
     return work
 
 
-def validation_config() -> svd_core.SVDConfig:
-    """The medium model of bench/compare.py: every block type, 132 M parameters."""
+def validation_config(image_decoder: bool = False) -> svd_core.SVDConfig:
+    """The medium model of bench/compare.py: every block type, 132 M parameters; `image_decoder`: with the
+    frame-wise 2-D decoder and post_quant_conv of the image-decoder SVDs instead of the temporal one."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from compare import make_config
 
-    return make_config("medium", VALIDATION_WORK.frames, VALIDATION_WORK.width, VALIDATION_WORK.height)
+    config = make_config("medium", VALIDATION_WORK.frames, VALIDATION_WORK.width, VALIDATION_WORK.height)
+    if image_decoder:
+        config = replace(config, vae=replace(config.vae, temporal=False, post_quant_conv=True))
+    return config
 
 
 def _status_kib(field: str) -> int:
@@ -329,10 +369,11 @@ def _status_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def rss_child(stage: str, width: int | None = None, height: int | None = None) -> dict[str, int]:
+def rss_child(stage: str, width: int | None = None, height: int | None = None, *,
+              image_decoder: bool = False) -> dict[str, int]:
     """In a fresh process: real CPU tensors, activation peak as the kernel counts it (and as LiveBytes does)."""
     torch.manual_seed(0)
-    config, work = validation_config(), _validation_work(stage, width, height)
+    config, work = validation_config(image_decoder), _validation_work(stage, width, height)
     parts = ours_stages(config, work, "cpu")
     run = parts["runners"][stage]
     with torch.inference_mode():
@@ -357,8 +398,12 @@ def validate() -> bool:
     log.info("validation: medium model, %dx%d, %d frames (encoders: %d images), fp32, CPU; activation peak in MiB",
              work.width, work.height, work.frames, ENCODER_VIDEOS)
     log.info("%-14s %12s %12s %8s", "stage", "model", "kernel RSS", "ratio")
-    for stage in STAGES:
-        out = subprocess.run([sys.executable, __file__, "--rss-child", stage], capture_output=True, text=True, env=env)
+    image_config = validation_config(image_decoder=True)
+    predicted["decode (2-D)"] = model(image_config, _validation_work("decode_chunk"), device="cpu",
+                                      stages=("decode_chunk",))["svd_core"]["decode_chunk"]
+    for stage in (*STAGES, "decode (2-D)"):
+        child = ["--rss-child", stage] if stage in STAGES else ["--rss-child", "decode_chunk", "--rss-image-decoder"]
+        out = subprocess.run([sys.executable, __file__, *child], capture_output=True, text=True, env=env)
         if out.returncode:
             raise SystemExit(f"{stage} child failed:\n{out.stderr[-3000:]}")
         measured = json.loads(out.stdout.strip().splitlines()[-1])
@@ -375,11 +420,12 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="svd_xt_1_1", choices=sorted(svd_core.PRESETS))
-    ap.add_argument("--width", type=int, default=1024)
-    ap.add_argument("--height", type=int, default=576)
-    ap.add_argument("--frames", type=int, default=25)
+    ap.add_argument("--width", type=int, default=None, help="default: the preset's (SVD 1024, SV3D 576)")
+    ap.add_argument("--height", type=int, default=None, help="default: the preset's (SVD 576, SV3D 576)")
+    ap.add_argument("--frames", type=int, default=None, help="default: the preset's (14, 21 or 25)")
     ap.add_argument("--videos", type=int, default=1)
-    ap.add_argument("--chunk", type=int, default=14, help="frames decoded together (the reference: 14)")
+    ap.add_argument("--chunk", type=int, default=None,
+                    help="frames decoded together (default: the preset's, the reference's 14, at most --frames)")
     ap.add_argument("--dtype", choices=tuple(DTYPES), default="fp16", help="UNet and image encoder")
     ap.add_argument("--vae-dtype", choices=tuple(DTYPES), default=None, help="default: --dtype")
     ap.add_argument("--device", default="cuda", help="the fake device (no GPU needed)")
@@ -388,20 +434,23 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--validate", action="store_true")
     ap.add_argument("--rss-child", choices=STAGES, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--rss-image-decoder", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.rss_child:
-        given = {"--width": 1024, "--height": 576}  # the validation's own size unless set
-        w = args.width if args.width != given["--width"] else None
-        h = args.height if args.height != given["--height"] else None
-        sys.stdout.write(json.dumps(rss_child(args.rss_child, w, h)) + "\n")
+    if args.rss_child:  # the validation's own size unless set
+        measured = rss_child(args.rss_child, args.width, args.height, image_decoder=args.rss_image_decoder)
+        sys.stdout.write(json.dumps(measured) + "\n")
         return 0
     if args.validate:
         return 0 if validate() else 1
-    if args.chunk < 1 or args.chunk > args.frames:
-        ap.error(f"--chunk must be between 1 and --frames ({args.frames}), got {args.chunk}")
     config = svd_core.PRESETS[args.preset]
-    work = Work(width=args.width, height=args.height, frames=args.frames, videos=args.videos, chunk=args.chunk,
-                dtype=DTYPES[args.dtype], vae_dtype=DTYPES[args.vae_dtype or args.dtype])
+    sampling = config.sampling
+    frames = args.frames or sampling.num_frames
+    chunk = args.chunk if args.chunk is not None else min(sampling.decode_chunk_size, frames)
+    if chunk < 1 or chunk > frames:
+        ap.error(f"--chunk must be between 1 and --frames ({frames}), got {chunk}")
+    work = Work(width=args.width or sampling.width, height=args.height or sampling.height, frames=frames,
+                videos=args.videos, chunk=chunk, dtype=DTYPES[args.dtype],
+                vae_dtype=DTYPES[args.vae_dtype or args.dtype])
     stages = tuple(s for s in args.stages.split(",") if s)
     result = model(config, work, device=args.device, peer=args.peer, stages=stages)
     print_table(config, work, result)

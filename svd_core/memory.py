@@ -19,7 +19,7 @@ from .nets.pieces import PieceSizes, current_piece_sizes
 from .nets.unet import UNetConfig
 from .nets.vae import VAEConfig
 
-__all__ = ["image_encoder_bytes", "vae_encoder_bytes", "unet_step_bytes", "decode_bytes"]
+__all__ = ["image_encoder_bytes", "vae_encoder_bytes", "unet_step_bytes", "decode_bytes", "image_decode_bytes"]
 
 FLOAT32_BYTES = 4  # bytes of a float32 element: GroupNorm32 / LayerNorm32 upcasts, EDM arithmetic
 
@@ -165,7 +165,10 @@ def decode_bytes(cfg: VAEConfig, frames: int, height: int, width: int, dtype: to
                  *, piece_sizes: PieceSizes | None = None) -> int:
     """Activation peak of decoding one chunk of `frames` latents to `height` x `width` frames with the
     temporal decoder in `dtype` (decode_latents, including its float32 frames), cut into `piece_sizes`
-    (default: those in force, `current_piece_sizes()`)."""
+    (default: those in force, `current_piece_sizes()`). A frame-wise decoder (`cfg.temporal` False: the
+    image-decoder SVDs and SV3D) is `image_decode_bytes`'s."""
+    if not cfg.temporal:
+        return image_decode_bytes(cfg, height, width, dtype, frames=frames, piece_sizes=piece_sizes)
     sizes = piece_sizes or current_piece_sizes()
     e = _element_bytes(dtype)
     widths = [cfg.ch * m for m in cfg.ch_mult]
@@ -207,6 +210,79 @@ def decode_bytes(cfg: VAEConfig, frames: int, height: int, width: int, dtype: to
     ledger.alloc(frames * cfg.out_channels * p * e)  # the decoded frames
     ledger.free(clip)
     ledger.alloc(frames * cfg.out_channels * p * (e + 2 * FLOAT32_BYTES))  # time_mix_conv, float32 frames, clamped
+    return ledger.peak
+
+
+# --- frame-wise 2-D decoder ---------------------------------------------------------------------------
+
+def _image_res(ledger: _Ledger, x: int, cin: int, cout: int, p: int, e: int, *, release: bool = True) -> int:
+    """ResnetBlock on one frame whose input (`x` bytes, cin channels, p pixels) is live: the most alive at
+    once is three input-sized tensors (x, norm1, SiLU), x and three outputs (h, SiLU, conv2) or x and
+    h, the skip and the sum; the input is let go once the caller rebinds (unless the caller keeps it:
+    `release` False). Returns the output's bytes."""
+    ledger.transient(max(3 * cin, 2 * cin + cout, cin + 3 * cout) * p * e - x)
+    out = ledger.alloc(cout * p * e)
+    if release:
+        ledger.free(x)
+    return out
+
+
+def image_decode_bytes(cfg: VAEConfig, height: int, width: int, dtype: torch.dtype, *, frames: int = 1,
+                       piece_sizes: PieceSizes | None = None) -> int:
+    """Activation peak of decoding one chunk of `frames` latents to `height` x `width` frames with the
+    frame-wise 2-D decoder (nets/image_decoder.py) in `dtype`, through decode_latents: the chunk, scaled
+    and cast (and its post_quant_conv), then one frame's working set beside the frames of the chunk already
+    decoded, their concatenation and the float32 frames, clamped. The decoder runs one frame at a time, so
+    `frames` only counts the latents and outputs; `piece_sizes` (default: those in force) bound the middle
+    attention's query chunks."""
+    sizes = piece_sizes or current_piece_sizes()
+    e = _element_bytes(dtype)
+    widths = [cfg.ch * m for m in cfg.ch_mult]
+    f = cfg.downscale
+    h, w = height // f, width // f
+    ledger = _Ledger()
+    latents = frames * cfg.latent_channels * h * w
+    ledger.alloc(latents * (FLOAT32_BYTES + e))  # the chunk (float32), scaled, in dtype
+    if cfg.post_quant_conv:
+        ledger.alloc(latents * e)  # AutoencoderKL.decode: post_quant_conv(z), held while the decoder runs
+    out_frame = cfg.out_channels * height * width * e
+    done = ledger.alloc((frames - 1) * out_frame)  # the chunk's frames decoded before the last one
+    # the last frame: its latent in channels-last order, conv_in (held through the middle, the caller's h)
+    p = h * w
+    ch = widths[-1]
+    z = ledger.alloc(cfg.latent_channels * p * e)
+    h0 = ledger.alloc(ch * p * e)
+    ledger.free(z)
+    b1 = _image_res(ledger, h0, ch, ch, p, e, release=False)  # block_1: h0 stays the caller's
+    # attn_1: x, its norm, q, k, v, then the attention output, proj_out and the sum; a query chunk beside
+    # the output when the scores are cut; the scores themselves if a backend keeps them
+    q_step = max(1, sizes.score_elements // max(1, p))
+    chunk = ch * min(p, q_step) * e if q_step < p else 0
+    scores = min(p, q_step) * p * e
+    ledger.transient(5 * ch * p * e - b1 + max(chunk, scores))
+    ledger.transient(6 * ch * p * e - b1)
+    a1 = ledger.alloc(ch * p * e)
+    ledger.free(b1)
+    cur = _image_res(ledger, a1, ch, ch, p, e)  # block_2; then the caller rebinds h and h0 goes
+    ledger.free(h0)
+    for level in reversed(range(len(widths))):
+        c = widths[level]
+        for _ in range(cfg.num_res_blocks + 1):
+            cur = _image_res(ledger, cur, ch, c, p, e)
+            ch = c
+        if level != 0:  # Upsample: the nearest 4x copy and its conv (one frame is one frame group)
+            ledger.transient(2 * 4 * ch * p * e)
+            up = ledger.alloc(4 * ch * p * e)
+            ledger.free(cur)
+            cur, p = up, 4 * p
+    ledger.transient(2 * ch * p * e + out_frame)  # norm_out, SiLU, conv_out
+    ledger.alloc(out_frame)
+    ledger.free(cur)
+    ledger.alloc(frames * out_frame)  # torch.cat of the chunk's frames
+    ledger.free(done + out_frame)
+    # decode_latents: the float32 frames, clamped (two float32 copies at a time on the way), then the
+    # torch.cat of the video's chunks and the torch.stack of the videos, with the decoder's output still held
+    ledger.alloc(frames * cfg.out_channels * height * width * 3 * FLOAT32_BYTES)
     return ledger.peak
 
 
