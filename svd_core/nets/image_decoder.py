@@ -6,8 +6,8 @@ layer across frames: the temporal decoder's levels without its `time_stack`, `mi
 `time_mix_conv`. Attribute names mirror `first_stage_model.decoder.*`.
 
 Memory: frames are independent, so they are decoded one at a time (the result does not depend on the
-chunk, unlike the temporal decoder's), and within a frame each level's upsampling runs just before the
-block that consumes it; the peak is one frame's full-resolution working set (memory.image_decode_bytes).
+chunk, unlike the temporal decoder's); each level's upsampling runs after its blocks, on one frame. The peak is
+one frame's full-resolution working set, whatever the chunk (memory.image_decode_bytes).
 
 Source: sgm/modules/diffusionmodules/model.py (Decoder with attn_resolutions [], give_pre_end False,
 tanh_out False; ResnetBlock with temb_channels 0; AttnBlock; Upsample).
