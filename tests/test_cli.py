@@ -1,6 +1,7 @@
 """`python -m svd_core generate` end to end on a random-weight file: it writes a playable video."""
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -113,7 +114,7 @@ def test_end_image_and_loop_from_the_command_line(inputs):
     assert r.returncode == 2 and "--end-image and --loop" in r.stderr
 
 
-def test_an_orbit_from_the_command_line_follows_its_camera_and_refuses_bad_paths(inputs):
+def test_an_orbit_from_the_command_line_follows_its_camera_and_refuses_bad_paths(inputs, caplog):
     _, _, d = inputs
     ckpt = save_random_checkpoint(d / "sv3d_p.safetensors", SVDConfig.tiny("sv3d_p"), seed=6)
     rgba = np.zeros((90, 120, 4), dtype=np.uint8)
@@ -130,12 +131,17 @@ def test_an_orbit_from_the_command_line_follows_its_camera_and_refuses_bad_paths
         im.seek(2)
         last = np.asarray(im.convert("RGB"))
     assert (last[0, 0] == 255).all(), "the last frame is the prepared input: the object centred on white"
+    # the refusals in-process (the same main() the subprocess runs), each before any sampling
+    import svd_core.app.cli as cli
+
     bad = [(("--azimuths-deg", "0", "90"), "--azimuths-deg has 2 values; give 3"),
            (("--elevations-deg", "100"), "--elevations-deg must lie in [-90, 90]"),
            (("--elevations-deg", "nan"), "--elevations-deg must be finite")]
-    for extra, message in bad:
-        r = _run(*common, *extra)
-        assert r.returncode != 0 and message in r.stderr, r.stderr
     svd_ckpt = d / "svd_xt_1_1.safetensors"
-    r = _run("--checkpoint", str(svd_ckpt), *common[2:], "--elevations-deg", "10")
-    assert r.returncode != 0 and "--elevations-deg / --azimuths-deg: the loaded model (svd_xt_1_1" in r.stderr
+    bad.append((("--checkpoint", str(svd_ckpt), "--elevations-deg", "10"),
+                "--elevations-deg / --azimuths-deg: the loaded model (svd_xt_1_1"))
+    for extra, message in bad:
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="svd_core"):
+            assert cli.main(["generate", *common, *extra]) != 0
+        assert any(message in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]

@@ -1,6 +1,7 @@
 """Telling the family of an official single file by its tensors, and refusing files that mix families."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,14 @@ from svd_core.weights.safetensors import read_header
 FAMILIES = ("svd", "svd_image_decoder", "sv3d_u", "sv3d_p")
 
 
-def _state(family: str) -> dict[str, torch.Tensor]:
+@functools.cache
+def _stored(family: str) -> dict[str, torch.Tensor]:
     return random_state_dict(SVDConfig.tiny(family), seed=5, dtype=torch.float32)
+
+
+def _state(family: str) -> dict[str, torch.Tensor]:
+    """A fresh dict of one random tiny file's tensors (made once per family; the tensors are never changed)."""
+    return dict(_stored(family))
 
 
 def _save(tmp_path: Path, name: str, sd: dict[str, torch.Tensor]) -> Path:
