@@ -102,6 +102,7 @@ def test_validation_of_every_stage() -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
 
+@pytest.mark.slow  # 35 s of full-size fake-tensor runs beside diffusers': kept out of the default suite's time
 def test_command_line_prints_every_stage_with_diffusers_beside(tmp_path: Path) -> None:
     pytest.importorskip("diffusers")
     out = subprocess.run([sys.executable, str(BENCH / "memory.py"), "--width", "256", "--height", "128",
@@ -118,6 +119,7 @@ def test_command_line_prints_every_stage_with_diffusers_beside(tmp_path: Path) -
     assert bad.returncode != 0 and "--chunk" in bad.stderr
 
 
+@pytest.mark.slow  # a real CPU run of every stage (12 s): the bench script's smoke test
 def test_stage_bench_runs_on_the_cpu() -> None:
     """bench/gpu_stages.py (what bench_gpu.sh runs on a GPU) as a smoke run on the tiny model."""
     out = subprocess.run([sys.executable, str(BENCH / "gpu_stages.py"), "--device", "cpu", "--model", "tiny",
