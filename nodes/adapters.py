@@ -26,15 +26,17 @@ from torch import Tensor
 from svd_core.checks import SIZE_MULTIPLE, check_size, conditioning_errors, sampler_errors
 from svd_core.config import DTYPES, STORAGE_ONLY_DTYPES, SamplingConfig
 from svd_core.image_ops import RESIZE_MODES, fit_image
+from svd_core.memory import image_encoder_bytes, vae_encoder_bytes
+from svd_core.nets.layers import compute_dtype
 from svd_core.nets.vae import VAEConfig
 from svd_core.seeds import indices_from_batch_index
 
 __all__ = [
     "DTYPE_CHOICES", "STORAGE_ONLY", "FPS_KEY", "FRAMES_KEY", "LAST_FRAME_KEY", "LOOP_KEY", "fps_of", "latent_fps",
-    "LATENT_CHANNELS",
-    "LATENT_DOWNSCALE", "RESIZE_MODES", "SIZE_MULTIPLE", "ModelHandle", "check_size", "conditioning_errors",
-    "empty_latent", "fit_image", "fps_to_fps_id", "frames_to_image", "image_to_bchw", "latent_to_video",
-    "latent_video_indices", "match_batches", "parse_dtype", "preview_grid", "repeat_videos", "sampler_errors",
+    "LATENT_CHANNELS", "LATENT_DOWNSCALE", "RESIZE_MODES", "SIZE_MULTIPLE", "ModelHandle", "check_size",
+    "conditioning_errors", "empty_latent", "encoding_bytes", "fit_image", "fps_to_fps_id", "frames_to_image",
+    "image_to_bchw", "latent_to_video", "latent_video_indices", "match_batches", "parse_dtype", "preview_grid",
+    "repeat_videos", "sampler_errors",
     "video_to_latent",
 ]
 
@@ -77,6 +79,14 @@ class ModelHandle:
     def module(self) -> torch.nn.Module:
         """The svd_core module (the patcher holds it inside a thin holder module)."""
         return self.patcher.model.part
+
+
+def encoding_bytes(clip_vision: ModelHandle, vae: ModelHandle, images: int, height: int, width: int) -> int:
+    """The memory a conditioning node asks ComfyUI for: the larger of CLIP- and VAE-encoding `images` frames
+    of height x width (svd_core.memory), in each part's compute dtype."""
+    cfg = clip_vision.config
+    return max(image_encoder_bytes(cfg.image_encoder, images, height, width, compute_dtype(clip_vision.module)),
+               vae_encoder_bytes(cfg.vae, images, height, width, compute_dtype(vae.module)))
 
 
 # --- input checks: each message names the input, the value and what was expected -----------------

@@ -16,17 +16,15 @@ import torch
 from comfy_api.latest import io
 from einops import rearrange
 
-from svd_core import memory
 from svd_core.checks import check_size
 from svd_core.config import PRESETS
-from svd_core.nets.layers import compute_dtype
 from svd_core.seeds import VideoNoise
 from svd_core.video import flow
 from svd_core.video.camera import DEFAULT_ELEVATION_DEG, parse_angles
 from svd_core.video.request import VideoRequest
 
 from . import schema
-from .adapters import ModelHandle, image_to_bchw
+from .adapters import ModelHandle, encoding_bytes, image_to_bchw
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +119,7 @@ class StableVideoOrbitConditioning(io.ComfyNode):
         pixels, _ = flow.fit_images(request, orbit_pixels(image, mask))  # (B, 3, H, W), prepared as the reference
         b, _, h, w = pixels.shape
         noise = VideoNoise.for_batch(seed, b).start(image=tuple(pixels.shape[1:]))
-        cfg = config
-        need = max(memory.image_encoder_bytes(cfg.image_encoder, b, h, w, compute_dtype(clip_vision.module)),
-                   memory.vae_encoder_bytes(cfg.vae, b, h, w, compute_dtype(vae.module)))
+        need = encoding_bytes(clip_vision, vae, b, h, w)
         mm.load_models_gpu([clip_vision.patcher, vae.patcher], memory_required=need)
         positive, negative = flow.condition(clip_vision.module, vae.module, request, pixels, None, noise)
         out = mm.intermediate_device()

@@ -45,6 +45,7 @@ from .adapters import (
     check_size,
     conditioning_errors,
     empty_latent,
+    encoding_bytes,
     fps_of,
     fps_to_fps_id,
     frames_to_image,
@@ -272,9 +273,7 @@ class StableVideoConditioning(io.ComfyNode):
         b, _, h, w = pixels.shape
         # image i: its own generator seeded seed + i, drawing the start image's noise, then the end image's
         noise = VideoNoise.for_batch(seed, b).start(image=tuple(pixels.shape[1:]), end_image=True)
-        cfg = clip_vision.config
-        need = max(memory.image_encoder_bytes(cfg.image_encoder, b, h, w, compute_dtype(clip_vision.module)),
-                   memory.vae_encoder_bytes(cfg.vae, b, h, w, compute_dtype(vae.module)))
+        need = encoding_bytes(clip_vision, vae, b, h, w)
         mm.load_models_gpu([clip_vision.patcher, vae.patcher], memory_required=need)
         positive, negative = flow.condition(clip_vision.module, vae.module, request, pixels, end, noise)
         out = mm.intermediate_device()

@@ -107,15 +107,13 @@ def embed_vector(values: Tensor, embed_dim: int | Sequence[int]) -> Tensor:
     on frame rate, motion and noise augmentation). A sequence of widths gives each scalar its own (SV3D_p:
     cond_aug 256, polars_rad 512, azimuths_rad 512, sv3d_p.yaml)."""
     b, k = values.shape
-    if isinstance(embed_dim, int) or len(set(embed_dim)) == 1:
-        width = embed_dim if isinstance(embed_dim, int) else embed_dim[0]
-        if not isinstance(embed_dim, int) and len(embed_dim) != k:
-            raise ValueError(f"vector has {k} values per row, the UNet embeds {len(embed_dim)}")
-        emb = timestep_embedding(rearrange(values.float(), "b k -> (b k)"), width)  # (B*K, E)
+    widths = (embed_dim,) * k if isinstance(embed_dim, int) else tuple(embed_dim)
+    if len(widths) != k:
+        raise ValueError(f"vector has {k} values per row, the UNet embeds {len(widths)}")
+    if len(set(widths)) == 1:  # one width: all scalars in one call
+        emb = timestep_embedding(rearrange(values.float(), "b k -> (b k)"), widths[0])  # (B*K, E)
         return rearrange(emb, "(b k) e -> b (k e)", b=b, k=k)
-    if len(embed_dim) != k:
-        raise ValueError(f"vector has {k} values per row, the UNet embeds {len(embed_dim)}")
-    return torch.cat([timestep_embedding(values[:, i].float(), w) for i, w in enumerate(embed_dim)], dim=1)
+    return torch.cat([timestep_embedding(values[:, i].float(), w) for i, w in enumerate(widths)], dim=1)
 
 
 def encode_conditioning(
