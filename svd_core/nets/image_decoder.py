@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import Ops, Upsample
-from .vae_blocks import SPATIAL_NORM_EPS, AttnBlock, ResnetBlock, channels_last
+from .vae_blocks import SPATIAL_NORM_EPS, EncoderMid, ResnetBlock, channels_last
 
 if TYPE_CHECKING:
     from .vae import VAEConfig
@@ -37,14 +37,6 @@ class ImageDecoderLevel(nn.Module):
         self.upsample = Upsample(out_ch, ops) if upsample else None
 
 
-class ImageDecoderMid(nn.Module):
-    def __init__(self, ch: int, groups: int, ops: Ops = nn) -> None:
-        super().__init__()
-        self.block_1 = ResnetBlock(ch, ch, groups, ops)
-        self.attn_1 = AttnBlock(ch, groups, ops)
-        self.block_2 = ResnetBlock(ch, ch, groups, ops)
-
-
 class ImageDecoder(nn.Module):
     """Latents (N, z, h, w) -> frames (N, 3, H, W), each frame alone. `up[i]` is level i (0 = full
     resolution); it runs from the deepest level up, like TemporalDecoder."""
@@ -54,7 +46,7 @@ class ImageDecoder(nn.Module):
         widths = [cfg.ch * m for m in cfg.ch_mult]
         n, g = len(widths), cfg.num_groups
         self.conv_in = ops.Conv2d(cfg.latent_channels, widths[-1], 3, padding=1)
-        self.mid = ImageDecoderMid(widths[-1], g, ops)
+        self.mid = EncoderMid(widths[-1], g, ops)  # the same middle as the encoder's
         self.up = nn.ModuleList(
             ImageDecoderLevel((widths + widths[-1:])[i + 1], widths[i], cfg.num_res_blocks + 1, g, i != 0, ops)
             for i in range(n)

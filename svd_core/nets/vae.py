@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from . import pieces
 from .image_decoder import ImageDecoder
 from .layers import Ops, Upsample
-from .vae_blocks import SPATIAL_NORM_EPS, AttnBlock, Downsample, ResnetBlock, _ResnetCore, channels_last
+from .vae_blocks import SPATIAL_NORM_EPS, AttnBlock, Downsample, EncoderMid, ResnetBlock, _ResnetCore, channels_last
 
 __all__ = ["SPATIAL_NORM_EPS", "TEMPORAL_NORM_EPS", "VAE", "AttnBlock", "Downsample", "Encoder", "ImageDecoder",
            "ResnetBlock", "TemporalDecoder", "VAEConfig", "VideoResBlock", "channels_last"]
@@ -199,14 +199,6 @@ class EncoderLevel(nn.Module):
         widths = [in_ch] + [out_ch] * n_blocks
         self.block = nn.ModuleList(ResnetBlock(widths[j], widths[j + 1], groups, ops) for j in range(n_blocks))
         self.downsample = Downsample(out_ch, ops) if downsample else None
-
-
-class EncoderMid(nn.Module):
-    def __init__(self, ch: int, groups: int, ops: Ops = nn) -> None:
-        super().__init__()
-        self.block_1 = ResnetBlock(ch, ch, groups, ops)
-        self.attn_1 = AttnBlock(ch, groups, ops)
-        self.block_2 = ResnetBlock(ch, ch, groups, ops)
 
 
 class Encoder(nn.Module):

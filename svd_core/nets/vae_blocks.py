@@ -75,3 +75,14 @@ class Downsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class EncoderMid(nn.Module):
+    """The middle of the encoder and of the frame-wise 2-D decoder: res-block, attention, res-block
+    (model.py Encoder.mid / Decoder.mid)."""
+
+    def __init__(self, ch: int, groups: int, ops: Ops = nn) -> None:
+        super().__init__()
+        self.block_1 = ResnetBlock(ch, ch, groups, ops)
+        self.attn_1 = AttnBlock(ch, groups, ops)
+        self.block_2 = ResnetBlock(ch, ch, groups, ops)
