@@ -10,9 +10,10 @@ rotates from round to round; the table gives the median over rounds and the rati
 in bf16, eager and compiled, with its largest difference from fp32 relative to the output's scale.
 Target (issue 12): ours compiled <= 0.8 x the fastest peer's eager time in fp32.
 
-Ours runs its fp32 Linear layers on oneDNN (svd_core/speed.py onednn_linears, the default of build_models);
-the row "ours eager, F.linear" is the same UNet on torch's own F.linear (MKL's sgemm), the path every peer
-takes, and the header prints both libraries' GFLOP/s on one of the UNet's matrix shapes.
+Ours runs its fp32 Linear layers on oneDNN (svd_core/speed.py onednn_linears); the row "ours eager, F.linear" is
+the same UNet on torch's own F.linear (MKL's sgemm), the path every peer takes. The header prints both
+libraries' GFLOP/s on one of the UNet's matrix shapes and the route build_models takes on this machine
+(speed.linear_route: its probe's line, or what SVD_CORE_LINEAR forces).
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def build(frames: int, size: int) -> tuple[svd_core.UNet, dict[str, Callable[[di
     cfg = make_config("medium", frames, size, size).unet
     ours = randomize_(svd_core.UNet(cfg), 0).eval().requires_grad_(False)
     plain = randomize_(svd_core.UNet(cfg), 0).eval().requires_grad_(False)  # torch's own F.linear
-    speed.onednn_linears(ours)  # what build_models does
+    speed.onednn_linears(ours)  # oneDNN whatever the route (build_models takes the probe's, printed)
     runners: dict[str, Callable[[dict[str, torch.Tensor]], torch.Tensor]] = {
         "ours eager": lambda a: ours(a["x"], a["t"], a["context"], a["y"], num_frames=frames),
         "ours eager, F.linear": lambda a: plain(a["x"], a["t"], a["context"], a["y"], num_frames=frames)}
@@ -185,6 +186,8 @@ def main() -> int:
         mkl, dnn = gemm_rates(tokens, width, 8 * width)  # the first feed-forward's GEGLU projection
         log.info("fp32 linear %dx%d -> %d: F.linear (MKL) %.0f GFLOP/s, oneDNN %.0f GFLOP/s (%.2fx)", tokens, width,
                  8 * width, mkl, dnn, dnn / mkl)
+        route = speed.linear_route(ours)  # the probe logs its own line (unless SVD_CORE_LINEAR forces a route)
+        log.info("build_models' fp32 Linear route on this machine: %s", route)
     log.info("%-22s %12s %16s %22s", f"median of {args.rounds} rounds", "ms / step", "vs fastest peer",
              "max diff vs ours fp32")
     for n in names:

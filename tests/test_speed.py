@@ -225,3 +225,166 @@ def test_without_onednn_linear_nothing_is_switched(monkeypatch: pytest.MonkeyPat
     monkeypatch.undo()
     monkeypatch.setattr(speed.platform, "machine", lambda: "aarch64")
     assert not speed.onednn_linear_available() and speed.onednn_linears(torch.nn.Linear(2, 2)) == 0
+
+
+# --- the Linear route: measured once per process, or forced (speed.linear_route) -------------------------
+
+@pytest.fixture(autouse=True)
+def linear_route_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh process route for each test, restored afterwards (no probe result leaks into other files);
+    oneDNN forced where it exists, as the tests above expect; the route tests below set their own."""
+    monkeypatch.delenv(speed.LINEAR_ENV, raising=False)
+    monkeypatch.setattr(speed, "_route", speed._RouteState())
+    if speed.onednn_linear_available():
+        speed.set_linear_route("onednn")
+
+
+def _stub_probe(monkeypatch: pytest.MonkeyPatch, onednn_ms: float, mkl_ms: float) -> list[tuple[Any, ...]]:
+    """speed.probe_linear_routes replaced by one that measures nothing and records the shapes it was given."""
+    calls: list[tuple[Any, ...]] = []
+
+    def probe(shapes: Any, **kwargs: Any) -> speed.LinearProbe:
+        calls.append(tuple(shapes))
+        return speed.LinearProbe(tuple(shapes), {"onednn": onednn_ms, "mkl": mkl_ms})
+
+    monkeypatch.setattr(speed, "probe_linear_routes", probe)
+    return calls
+
+
+def _routes(module: torch.nn.Module) -> set[type]:
+    return {type(m) for m in module.modules() if isinstance(m, torch.nn.Linear)}
+
+
+@pytest.mark.parametrize(("onednn_s", "mkl_s", "expected"), [(1.0, 2.0, "onednn"), (2.0, 1.0, "mkl"),
+                                                             (1.0, 1.01, "mkl")])  # within noise: F.linear
+def test_the_probe_picks_the_faster_route_on_a_stubbed_timer(monkeypatch: pytest.MonkeyPatch, onednn_s: float,
+                                                             mkl_s: float, expected: str) -> None:
+    clock = [0.0]
+
+    def kernel(seconds: float) -> Any:
+        def call(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+            clock[0] += seconds  # every call takes `seconds` on the stubbed clock
+            return x
+        return call
+
+    monkeypatch.setitem(speed.LINEAR_KERNELS, "onednn", kernel(onednn_s))
+    monkeypatch.setitem(speed.LINEAR_KERNELS, "mkl", kernel(mkl_s))
+    shapes = speed.probe_shapes(svd_core.UNet(SVDConfig.tiny().unet))
+    probe = speed.probe_linear_routes(shapes, timer=lambda: clock[0])
+    assert probe.route == expected
+    assert probe.ms == pytest.approx({"onednn": 1e3 * onednn_s * len(shapes), "mkl": 1e3 * mkl_s * len(shapes)})
+    assert f"route: {expected}" in str(probe) and "GFLOP/s" in str(probe)
+
+
+def test_probe_shapes_are_the_unets_heaviest_within_the_budget() -> None:
+    with torch.device("meta"):
+        unet = svd_core.UNet(SVDConfig.svd_xt_1_1().unet)
+    shapes = speed.probe_shapes(unet)
+    pairs = {(m.in_features, m.out_features) for m in unet.modules() if isinstance(m, torch.nn.Linear)}
+    assert 1 <= len(shapes) <= speed.PROBE_MAX_SHAPES and len(set(shapes)) == len(shapes)
+    assert all(m == speed.PROBE_TOKENS and (k, n) in pairs for m, k, n in shapes)
+    assert sum(2 * m * k * n for m, k, n in shapes) <= speed.PROBE_FLOPS
+    assert speed.probe_shapes(unet, flops=1.0) == ((speed.PROBE_TOKENS, 320, 320),)  # none fits: the smallest
+
+
+@needs_onednn
+def test_build_models_probes_once_per_process_and_logs_one_line(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    speed.set_linear_route("auto")
+    calls = _stub_probe(monkeypatch, onednn_ms=1.0, mkl_ms=2.0)
+    with caplog.at_level(logging.INFO, logger="svd_core.speed"):
+        first = build_models(SVDConfig.tiny())
+        second = build_models(SVDConfig.tiny())
+    assert calls == [speed.probe_shapes(first.unet)]  # the UNet's shapes, once
+    assert [r.levelno for r in caplog.records] == [logging.INFO] and "route: onednn" in caplog.text
+    assert all(_routes(getattr(m, p)) == {speed.OneDNNLinear} for m in (first, second)
+               for p in ("unet", "image_encoder"))
+    assert speed.linear_route() == "onednn" and len(calls) == 1
+
+    monkeypatch.setattr(speed, "_route", speed._RouteState())  # another process, where MKL is faster
+    calls = _stub_probe(monkeypatch, onednn_ms=2.0, mkl_ms=1.0)
+    assert speed.route_linears(first.unet) == "mkl" and _routes(first.unet) == {torch.nn.Linear} and len(calls) == 1
+
+
+@needs_onednn
+def test_meta_fake_and_other_dtype_builds_do_not_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    speed.set_linear_route("auto")
+    calls = _stub_probe(monkeypatch, onednn_ms=1.0, mkl_ms=2.0)
+    meta = build_models(SVDConfig.tiny(), device="meta")
+    assert _routes(meta.unet) == {speed._PendingLinear}  # the route is taken at a first fp32 CPU call
+    with FakeTensorMode(allow_non_fake_inputs=True):  # what bench/memory.py counts bytes under
+        fake = torch.nn.Sequential(torch.nn.Linear(8, 8))
+        assert speed.route_linears(fake) is None and _routes(fake) == {speed._PendingLinear}
+        assert fake(torch.randn(2, 8)).shape == (2, 8)
+    half = torch.nn.Sequential(torch.nn.Linear(8, 8)).bfloat16()
+    assert speed.route_linears(half) is None and _routes(half) == {torch.nn.Linear} and calls == []
+
+    layer = meta.unet.time_embed[0].to_empty(device="cpu")  # weights loaded later (load_models assigns them)
+    assert isinstance(layer, torch.nn.Linear)
+    with torch.no_grad():
+        layer(torch.randn(2, layer.in_features))
+    assert type(layer) is speed.OneDNNLinear and calls == [speed.probe_shapes(meta.unet)]  # the UNet's, at build
+    later = torch.nn.Linear(4, 4, device="meta")
+    assert speed.route_linears(later) == "onednn" and type(later) is speed.OneDNNLinear  # known now: no wait
+
+
+@needs_onednn
+def test_the_route_is_forced_by_the_environment_or_a_call_and_bad_values_are_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    speed.set_linear_route("auto")
+    calls = _stub_probe(monkeypatch, onednn_ms=1.0, mkl_ms=2.0)
+    monkeypatch.setenv(speed.LINEAR_ENV, "mkl")
+    layer = torch.nn.Linear(4, 4)
+    assert speed.linear_route() == "mkl" and speed.route_linears(layer) == "mkl" and type(layer) is torch.nn.Linear
+    speed.set_linear_route("onednn")  # the call over the environment
+    assert speed.route_linears(layer) == "onednn" and type(layer) is speed.OneDNNLinear
+    speed.set_linear_route("auto")
+    assert speed.linear_route() == "mkl" and calls == []
+    monkeypatch.setenv(speed.LINEAR_ENV, "AUTO")
+    assert speed.linear_route() == "onednn" and len(calls) == 1
+    monkeypatch.setenv(speed.LINEAR_ENV, "fast")
+    with pytest.raises(ValueError, match="SVD_CORE_LINEAR 'fast' is not a Linear route; expected one of auto, "
+                                         "onednn, mkl"):
+        speed.linear_route()
+    with pytest.raises(ValueError, match="set_linear_route: route 'MKL' .* expected one of auto, onednn, mkl"):
+        speed.set_linear_route("MKL")
+
+
+def test_a_failing_probe_falls_back_to_mkl_with_one_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        raise RuntimeError("could not create a primitive")
+
+    monkeypatch.setattr(speed, "onednn_linear_available", lambda: True)
+    monkeypatch.setitem(speed.LINEAR_KERNELS, "onednn", broken)
+    speed.set_linear_route("auto")
+    layer = torch.nn.Linear(8, 8)
+    with caplog.at_level(logging.WARNING, logger="svd_core.speed"):
+        assert speed.route_linears(layer) == "mkl" and speed.linear_route() == "mkl"
+    assert len(caplog.records) == 1 and "could not create a primitive" in caplog.text
+    assert type(layer) is torch.nn.Linear
+
+
+def test_without_onednn_linear_the_route_is_mkl_without_a_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(speed, "_onednn_linear_op", None)
+    speed.set_linear_route("auto")
+    calls = _stub_probe(monkeypatch, onednn_ms=1.0, mkl_ms=2.0)
+    layer = torch.nn.Linear(8, 8)
+    assert speed.linear_route() == "mkl" and speed.route_linears(layer) == "mkl" and calls == []
+    assert type(layer) is torch.nn.Linear
+
+
+@needs_onednn
+def test_both_routes_give_the_same_unet_output(models: svd_core.SVDModels) -> None:
+    """The tiny UNet on oneDNN and on F.linear within 1e-5 (fp32)."""
+    args = _inputs(models.unet.config)
+    with torch.no_grad():
+        assert _routes(models.unet) == {speed.OneDNNLinear}
+        onednn = models.unet(*args, num_frames=T)
+        speed.set_linear_route("mkl")
+        assert speed.route_linears(models.unet) == "mkl" and _routes(models.unet) == {torch.nn.Linear}
+        mkl = models.unet(*args, num_frames=T)
+    assert onednn.std() > 1e-3
+    torch.testing.assert_close(onednn, mkl, rtol=0, atol=1e-5)

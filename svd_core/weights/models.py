@@ -10,7 +10,7 @@ from ..nets.image_encoder import ImageEncoder
 from ..nets.layers import Ops
 from ..nets.unet import UNet
 from ..nets.vae import VAE
-from ..speed import onednn_linears
+from ..speed import route_linears
 
 PARTS = ("unet", "image_encoder", "vae")
 
@@ -28,15 +28,16 @@ class SVDModels:
 def build_models(config: SVDConfig, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
                  ops: Ops = torch.nn) -> SVDModels:
     """Fresh (uninitialised on `meta`) models for `config`, their layers made by `ops` (see layers.Ops).
-    Plain torch.nn.Linear layers run fp32 CPU inference on oneDNN (speed.onednn_linears)."""
+    Plain torch.nn.Linear layers run fp32 CPU inference on this machine's faster route, oneDNN or torch's own
+    F.linear, measured once per process on the UNet's shapes (speed.route_linears)."""
     with torch.device(device):
         unet = UNet(config.unet, ops)
         image_encoder = ImageEncoder(config.image_encoder, ops)
         vae = VAE(config.vae, ops)
     models = SVDModels(unet, image_encoder, vae, config)
-    for part in PARTS:
-        onednn_linears(getattr(models, part))
     if dtype is not None:
         for part in PARTS:
             getattr(models, part).to(dtype)
+    for part in PARTS:  # after the dtype: only fp32 CPU weights are measured for
+        route_linears(getattr(models, part), probe_on=unet)
     return models
