@@ -27,7 +27,18 @@ second read of its input, FlashAttention's padding of queries and keys to its ti
 
 End to end = image encoder + VAE encoder + steps x guided UNet step + decode (25 frames in chunks of
 --chunk, the last one shorter). "uncut" runs ours with svd_core.nets.pieces' sizes so large that every
-activation is one piece: the difference to "ours" is what the pieces cost on a GPU.
+activation is one piece: the difference to "ours" is what the pieces cost on a GPU. `--pieces` splits that
+cost by kind of piece (each kind cut alone, the others uncut) and times any `--try-pieces` sizes beside their
+memory (bench/memory.py's count, weights included).
+
+The calibration prints the model's diffusers figure beside published ones (an eager A100 run, and TensorRT on
+an H100 PCIe as a lower bound). The calibrated model lands within 2x of the eager figure but below it (and
+below the TensorRT bound): what it does not see (sustained clocks under load, cuDNN's heuristic algorithm
+choice without cudnn.benchmark, GEMMs near the ridge point that reach neither roof) makes real runs slower.
+Read its figures as ratios between implementations, piece sizes and devices rather than as absolute times.
+
+Library use: `trace_stages` once per implementation, then `predict(device, traces)` and `end_to_end(...)`
+per device (or `model_seconds` for both at once).
 """
 from __future__ import annotations
 
@@ -50,12 +61,11 @@ from torch.utils.flop_counter import flop_registry
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import memory as memory_model  # noqa: E402
 import svd_core  # noqa: E402
+from memory import STAGES, Work  # noqa: E402
 from svd_core.nets.pieces import DEFAULT_PIECE_SIZES, PieceSizes, use_piece_sizes  # noqa: E402
 
 log = logging.getLogger("time_model")
 aten = torch.ops.aten
-STAGES = memory_model.STAGES
-Work = memory_model.Work
 UNCUT = PieceSizes(group_elements=2**62, token_elements=2**62, slice_elements=2**62, score_elements=2**62)
 
 
@@ -222,8 +232,13 @@ def _tensors(tree: Any) -> list[torch.Tensor]:
     return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
 
 
-def _key(t: torch.Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...]]:
-    return t.untyped_storage()._cdata, t.storage_offset(), tuple(t.shape), tuple(t.stride())
+TensorKey = tuple[int, int, tuple[int, ...], tuple[int, ...]]
+
+
+def _key(t: torch.Tensor) -> TensorKey:
+    """Storage, offset, shape and strides: the same tensor passed twice is read once."""
+    return (int(t.untyped_storage()._cdata), int(t.storage_offset()), tuple(int(n) for n in t.shape),
+            tuple(int(n) for n in t.stride()))
 
 
 def _is_channels_last(t: torch.Tensor) -> bool:
@@ -253,13 +268,13 @@ def make_op(func: Any, args: Sequence[Any], kwargs: dict[str, Any], out: Any) ->
     if not any(t.device.type == "cuda" for t in inputs + outputs):
         return None  # host work (CPU scalars)
     skip_first = packet in WRITE_ONLY_FIRST
-    seen: set[tuple[int, int, tuple[int, ...], tuple[int, ...]]] = set()
+    seen: set[TensorKey] = set()
     read = 0
     for i, t in enumerate(inputs):
-        k = _key(t)
-        if k in seen or (skip_first and i == 0):
+        key = _key(t)
+        if key in seen or (skip_first and i == 0):
             continue
-        seen.add(k)
+        seen.add(key)
         read += tensor_bytes(t)
     written = sum(tensor_bytes(t) for t in outputs)
     first = inputs[0] if inputs else outputs[0]
@@ -437,11 +452,20 @@ def end_to_end(stage_seconds: dict[str, float], *, steps: int, frames: int, chun
     return out
 
 
+def model_seconds(config: svd_core.SVDConfig, work: Work, *, impl: str = "ours", steps: int = 25,
+                  devices: Sequence[str] = tuple(DEVICES), calibrated: bool = True) -> dict[str, dict[str, float]]:
+    """{device: end_to_end seconds} for one implementation: the stages traced once, timed on every device (what
+    a README table or a GPU script beside its measurement calls)."""
+    traces = trace_stages(config, work, impl)
+    return {d: end_to_end(predict(d, traces, calibrated=calibrated), steps=steps, frames=work.frames,
+                          chunk=work.chunk) for d in devices}
+
+
 # --- calibration against published figures -------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Published:
-    """A published end-to-end time of SVD at 1024x576, 25 frames, fp16."""
+    """A published end-to-end time of SVD-XT at 1024x576, 25 frames, fp16."""
 
     device: str
     impl: str
@@ -456,13 +480,120 @@ class Published:
 PUBLISHED = (
     Published("a100_80gb_sxm4", "diffusers", 25, 5, 50.93,
               "diffusers StableVideoDiffusionPipeline, eager PyTorch (torch.compile: 43.38 s)",
-              "https://github.com/siliconflow/onediff/pull/514 (table, 'PyTorch' column: A100 80GB SXM4, "
-              "576x1024, 25 frames, 25 steps, decode_chunk_size 5)"),
-    Published("h100_pcie", "diffusers", 25, 5, 22.6, "TensorRT, SVD-XT 1.1",
-              "https://huggingface.co/stabilityai/stable-video-diffusion-img2vid-xt-1-1 (model card: 22.6 s on "
-              "H100 PCIe with TensorRT; TensorRT is faster than eager PyTorch, so a lower bound)",
-              lower_bound=True),
+              "https://github.com/siliconflow/onediff/pull/514 ('PyTorch' column; settings as in onediff's "
+              "README, PR #686: img2vid-xt, 576x1024, batch 1, 25 steps, decoder chunk size 5, A100 80G SXM4)"),
+    Published("h100_pcie", "diffusers", 25, 5, 22.6, "TensorRT, SVD-XT 1.1 (a lower bound for eager PyTorch)",
+              "https://huggingface.co/stabilityai/stable-video-diffusion-img2vid-xt-1-1 (model card, performance: "
+              "22.6 s on an H100 PCIe with TensorRT)", lower_bound=True),
 )
+
+
+def calibration(traces: Traces, frames: int = 25) -> list[dict[str, Any]]:
+    """The model's diffusers figures beside each published one (pure peak and calibrated), as ratios."""
+    rows = []
+    for p in PUBLISHED:
+        row: dict[str, Any] = {**asdict(p)}
+        for mode, calibrated in (("pure_peak", False), ("calibrated", True)):
+            total = end_to_end(predict(p.device, traces, calibrated=calibrated), steps=p.steps, frames=frames,
+                               chunk=p.chunk)["total"]
+            row[mode] = total
+            row[f"{mode}_ratio"] = total / p.seconds
+        rows.append(row)
+    return rows
+
+
+def log_calibration(rows: Sequence[dict[str, Any]]) -> None:
+    log.info("")
+    log.info("calibration: the model's diffusers end to end beside published figures (model / published)")
+    for r in rows:
+        kind = "lower bound, model should be >= 1" if r["lower_bound"] else "eager PyTorch, within 2x = plausible"
+        log.info("  %s, %d steps, decode chunk %d: published %.2f s (%s)", DEVICES[r["device"]].name, r["steps"],
+                 r["chunk"], r["seconds"], r["what"])
+        log.info("    pure peak %.2f s (ratio %.2f), calibrated %.2f s (ratio %.2f); %s", r["pure_peak"],
+                 r["pure_peak_ratio"], r["calibrated"], r["calibrated_ratio"], kind)
+        log.info("    source: %s", r["source"])
+
+
+# --- what the pieces cost -------------------------------------------------------------------------------------
+
+PIECE_KINDS = {"frame groups": "group_elements", "row chunks": "token_elements", "spatial slices": "slice_elements",
+               "attention batch": "score_elements"}
+PIECE_STAGES = ("unet_step", "decode_chunk")
+
+
+def parse_piece_sizes(text: str) -> PieceSizes:
+    """"group=2**27,slice=2**26" -> PieceSizes with those fields (the others at their defaults)."""
+    names = {"group": "group_elements", "token": "token_elements", "slice": "slice_elements",
+             "score": "score_elements"}
+    values: dict[str, int] = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in names:
+            raise ValueError(f"piece size {key!r} in {text!r}: expected one of {sorted(names)}")
+        base, _, exp = value.partition("**")
+        values[names[key]] = int(base) ** int(exp) if exp else int(base)
+    return replace(DEFAULT_PIECE_SIZES, **values)
+
+
+def piece_variants(extra: Sequence[PieceSizes] = ()) -> dict[str, PieceSizes]:
+    """The default sizes, everything uncut, each kind of piece cut alone (the others uncut: what that kind
+    costs), and any sizes to try."""
+    variants = {"default": DEFAULT_PIECE_SIZES, "uncut": UNCUT}
+    for kind, name in PIECE_KINDS.items():
+        variants[f"only {kind} cut"] = replace(UNCUT, **{name: getattr(DEFAULT_PIECE_SIZES, name)})
+    for sizes in extra:
+        changed = [f"{k.split('_')[0]}=2**{math.log2(getattr(sizes, k)):g}" for k in PIECE_KINDS.values()
+                   if getattr(sizes, k) != getattr(DEFAULT_PIECE_SIZES, k)]
+        variants[", ".join(changed) or "default"] = sizes
+    return variants
+
+
+def piece_costs(config: svd_core.SVDConfig, work: Work, variants: dict[str, PieceSizes], *,
+                memory: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """For each variant: the traces of a guided step and a decode chunk of ours, and (for the variants named
+    in `memory`) weights + activation peak of both in bytes, as bench/memory.py counts them."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, sizes in variants.items():
+        traces = trace_stages(config, work, "ours", chunks=(work.chunk,), sizes=sizes, stages=PIECE_STAGES)
+        out[name] = {"traces": {"unet_step": traces["unet_step"], "decode_chunk": traces[f"decode_chunk/{work.chunk}"]}}
+        if name in memory:
+            out[name]["memory"] = memory_peaks(config, work, sizes)
+    return out
+
+
+def memory_peaks(config: svd_core.SVDConfig, work: Work, sizes: PieceSizes) -> dict[str, int]:
+    """Weights + activation peak (bytes) of a guided step and a decode chunk of ours with these pieces."""
+    with use_piece_sizes(sizes):
+        counted = memory_model.model(config, work, stages=PIECE_STAGES)["svd_core"]
+    return {stage: r["weights"] + r["activations"] for stage, r in counted.items()}
+
+
+def log_piece_costs(costs: dict[str, dict[str, Any]], devices: Sequence[str], work: Work) -> dict[str, Any]:
+    """One table per stage: modelled seconds (calibrated) of each variant on each device, beside uncut."""
+    report: dict[str, Any] = {}
+    for stage in PIECE_STAGES:
+        log.info("")
+        log.info("pieces, ours %s (%s), calibrated seconds and %% over uncut; kernels, launch-bound kernels "
+                 "(roofline < launch)", stage, f"{work.chunk} frames" if stage == "decode_chunk" else "guided")
+        log.info("%-44s%9s%12s%s", "variant", "kernels", "launch-bnd",
+                 "".join(f"{DEVICES[d].name:>22}" for d in devices))
+        uncut = {d: summarise(costs["uncut"]["traces"][stage], DEVICES[d], ATTAINABLE[d]).seconds for d in devices}
+        for name, c in costs.items():
+            ops = c["traces"][stage]
+            sums = {d: summarise(ops, DEVICES[d], ATTAINABLE[d]) for d in devices}
+            first = sums[devices[0]]
+            bound = sum(1 for op in ops if op_seconds(op, DEVICES[devices[0]], ATTAINABLE[devices[0]], 0.0) < LAUNCH_S)
+            cells = "".join(f"{sums[d].seconds:>13.3f} {100 * (sums[d].seconds / uncut[d] - 1):>+6.1f}%"
+                            for d in devices)
+            mem = c.get("memory", {}).get(stage)
+            log.info("%-44s%9d%12d%s%s", name, first.kernels, bound, cells,
+                     f"   {mem / memory_model.GiB:.2f} GiB" if mem is not None else "")
+            report.setdefault(name, {})[stage] = {
+                "kernels": first.kernels, "launch_bound_kernels": bound,
+                "seconds": {d: sums[d].seconds for d in devices},
+                "over_uncut": {d: sums[d].seconds / uncut[d] - 1 for d in devices},
+                **({"memory_bytes": mem} if mem is not None else {})}
+    return report
 
 
 # --- tables ---------------------------------------------------------------------------------------------------
@@ -491,6 +622,10 @@ def main() -> int:
     ap.add_argument("--peer", choices=("diffusers", "none"), default="diffusers")
     ap.add_argument("--steps", type=int, default=25, help="sampling steps (diffusers' default 25; the preset's 30)")
     ap.add_argument("--chunk", type=int, default=None, help="decode chunk (default: the preset's, 14)")
+    ap.add_argument("--pieces", action="store_true",
+                    help="instead: what each kind of piece costs (ours, guided step and decode chunk; minutes)")
+    ap.add_argument("--try-pieces", action="append", default=[], metavar="SIZES",
+                    help="with --pieces, also these sizes, e.g. group=2**27,slice=2**27 (memory counted too)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
     config = svd_core.PRESETS[args.preset]
@@ -500,20 +635,37 @@ def main() -> int:
                                                                               args.device_model)]
     for d in devices:
         resolve_device(d)
-    impls = ["ours", "ours_uncut"] + (["diffusers"] if args.peer == "diffusers" else [])
-    traces = {impl: trace_stages(config, work, impl) for impl in impls}
-    results: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
-    for mode, calibrated in (("pure peak", False), ("calibrated", True)):
-        results[mode] = {d: {impl: end_to_end(predict(d, traces[impl], calibrated=calibrated), steps=args.steps,
-                                              frames=work.frames, chunk=work.chunk) for impl in impls}
-                         for d in devices}
-    header = f"{config.name} {work.width}x{work.height}x{work.frames}, {args.steps} steps, decode chunk {work.chunk}"
-    tables(results, header)
+    settings = {"preset": args.preset, "width": work.width, "height": work.height, "frames": work.frames,
+                "steps": args.steps, "chunk": work.chunk, "launch_s": LAUNCH_S}
+    output: dict[str, Any] = {"settings": settings, "devices": {d: asdict(DEVICES[d]) for d in devices},
+                              "attainable": {d: asdict(ATTAINABLE[d]) for d in devices}}
+    if args.pieces:
+        tried = [parse_piece_sizes(t) for t in args.try_pieces]
+        variants = piece_variants(tried)
+        costs = piece_costs(config, work, variants, memory=[n for n, v in variants.items() if v in tried])
+        output["pieces"] = log_piece_costs(costs, devices, work)
+    else:
+        impls = ["ours", "ours_uncut"] + (["diffusers"] if args.peer == "diffusers" else [])
+        traces = {}
+        for impl in impls:
+            chunks = set(chunk_sizes(work.frames, work.chunk))
+            if impl == "diffusers":
+                chunks |= {p.chunk for p in PUBLISHED}
+            traces[impl] = trace_stages(config, work, impl, chunks=sorted(chunks))
+        results: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+        for mode, calibrated in (("pure peak", False), ("calibrated", True)):
+            results[mode] = {d: {impl: end_to_end(predict(d, traces[impl], calibrated=calibrated), steps=args.steps,
+                                                  frames=work.frames, chunk=work.chunk) for impl in impls}
+                             for d in devices}
+        header = (f"{config.name} {work.width}x{work.height}x{work.frames}, {args.steps} steps, decode chunk "
+                  f"{work.chunk}")
+        tables(results, header)
+        output["results"] = results
+        if "diffusers" in traces and (work.width, work.height, work.frames) == (1024, 576, 25):
+            output["calibration"] = calibration(traces["diffusers"], work.frames)
+            log_calibration(output["calibration"])
     if args.json:
-        args.json.write_text(json.dumps({"settings": {"preset": args.preset, "steps": args.steps,
-                                                      "chunk": work.chunk, "frames": work.frames},
-                                         "results": results,
-                                         "devices": {d: asdict(DEVICES[d]) for d in devices}}, indent=1))
+        args.json.write_text(json.dumps(output, indent=1, default=str))
     return 0
 
 
