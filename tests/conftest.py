@@ -13,6 +13,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One fp32 CPU Linear route for every test and every process a test starts (the CLI's, Ray's workers): the
+# per-machine probe (svd_core.speed) could pick another route in another process, and results that tests
+# compare bit for bit across processes would differ in the last bits. tests/test_speed.py tests the probe.
+os.environ.setdefault("SVD_CORE_LINEAR", "onednn")
 
 
 

@@ -33,10 +33,13 @@ DEFAULT_OVERLAP = 4
 
 def match_colour(frames: Tensor, reference: Tensor, eps: float = 1e-6) -> Tensor:
     """frames (B, T, 3, H, W) with each channel's mean and standard deviation (over frames and pixels)
-    moved to those of `reference` (B, T', 3, H, W), clamped to [0, 1]."""
+    moved to those of `reference` (B, T', 3, H, W), clamped to [0, 1]. The reference may lie on another
+    device (the input video on the CPU, the new frames on a GPU): its statistics are computed where it is and
+    only they move."""
     dims = (1, 3, 4)
     mu, sd = frames.mean(dim=dims, keepdim=True), frames.std(dim=dims, keepdim=True)
-    mu_r, sd_r = reference.mean(dim=dims, keepdim=True), reference.std(dim=dims, keepdim=True)
+    mu_r = reference.mean(dim=dims, keepdim=True).to(frames.device)
+    sd_r = reference.std(dim=dims, keepdim=True).to(frames.device)
     return ((frames - mu) / (sd + eps) * sd_r + mu_r).clamp(0.0, 1.0)
 
 
@@ -114,7 +117,7 @@ def extend(
                 callback(k * total + step, num_clips * total, denoised)
 
         z = sample(models.unet, request, positive, negative, start.latent, video_noise, callback=on_step,
-                   hold=HeldFrames(tuple(range(overlap)), last.to(start.latent)))
+                   hold=HeldFrames(tuple(range(overlap)), last.float()))  # kept where it is: no host copy
         new = decode(models.vae, request, z)[:, overlap:]
         if color_anchor:
             new = match_colour(new, video.float())
