@@ -14,7 +14,8 @@ operator that touches a CUDA tensor (or makes one) runs on fake tensors and is a
 - `device`: a tensor meets one on another device (the CPU tensor of an op on CUDA tensors), other than the
   copies between devices themselves (`_to_copy`, `copy_`);
 - `dtype`: a floating dtype on CUDA that the run did not plan: not the compute dtype, not float32 (the EDM
-  preconditioning and the GroupNorm statistics), not a storage dtype (fp8 weights) read by a cast;
+  preconditioning and the GroupNorm statistics), not a storage dtype (fp8 weights) on its way to a cast (a
+  view, `detach`, a copy);
 - `float64`: any float64 tensor on CUDA (consumer cards run it at 1/64 of float32's rate);
 - `host_read`: the host waits for the device: a CUDA tensor copied to the CPU, `.item()`, `bool(t)`,
   `torch.equal`... each with where it happened (the innermost frames of the pack's own code), and whether
@@ -45,6 +46,8 @@ aten = torch.ops.aten
 # operators whose whole purpose is to move or cast between devices and dtypes
 _COPIES = {aten._to_copy.default, aten.copy_.default, aten._copy_from.default, aten._copy_from_and_resize.default,
            aten.to.dtype, aten.to.device, aten.to.dtype_layout}
+# operators that read no element (a storage dtype may pass through them on its way to a cast)
+_METADATA = {torch.ops.prim.device.default, aten.clone.default}
 # operators that hand a device value to the host
 _SCALAR_READS = {aten._local_scalar_dense.default, aten.is_nonzero.default, aten.equal.default,
                  aten.item.default}
@@ -83,10 +86,16 @@ def _on_cuda(t: torch.Tensor) -> bool:
 
 
 def _where() -> str:
-    """The innermost frames of the pack's own code (svd_core/, nodes/) that led here."""
+    """The innermost frames outside torch and this harness that led here (the pack's own code, or the host's)."""
     frames = [f for f in traceback.extract_stack()[:-3]
-              if str(REPO) in f.filename and "/bench/" not in f.filename and "/tests/" not in f.filename]
-    return " <- ".join(f"{Path(f.filename).relative_to(REPO)}:{f.lineno} {f.name}" for f in reversed(frames[-3:]))
+              if "site-packages" not in f.filename and "/bench/" not in f.filename and "/tests/" not in f.filename
+              and not f.filename.startswith("<")]
+    return " <- ".join(f"{_short(f.filename)}:{f.lineno} {f.name}" for f in reversed(frames[-3:]))
+
+
+def _short(filename: str) -> str:
+    path = Path(filename)
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else "/".join(path.parts[-3:])
 
 
 def _target_device(flat: list[Any], kwargs: dict[str, Any]) -> torch.device | None:
@@ -241,7 +250,7 @@ class _Split(TorchDispatchMode):
         plan = self.plan
         outputs = [t for t in _tensors(out) if _on_cuda(t)]
         allowed = {plan.compute, torch.float32}
-        reads_storage = func in _COPIES
+        reads_storage = func in _COPIES or func in _METADATA or getattr(func, "is_view", False)
         for t in [*tensors, *outputs]:
             if not _on_cuda(t) or not t.dtype.is_floating_point:
                 continue
@@ -290,8 +299,11 @@ class FakeCuda:
         self._stack = None
 
     def watch(self, models: Any) -> None:
-        """Mark sampling steps from the networks' calls: from a UNet call on, until an encoder or the decoder
-        runs (the step's end is not marked otherwise: a sampler returns into the next stage)."""
+        """Mark sampling steps from the networks' calls: from a UNet call on, until the flow's sampling stage
+        returns (svd_core.video.flow.sample, wrapped while the context lasts) or an encoder or the decoder
+        runs (a sampler called directly returns into the next stage)."""
+        from svd_core.video import flow
+
         def start(*_: Any) -> None:
             self.plan.in_step = True
 
@@ -301,6 +313,20 @@ class FakeCuda:
         models.unet.register_forward_pre_hook(start)
         for part in (models.image_encoder, models.vae.encoder, models.vae.decoder):
             part.register_forward_pre_hook(stop)
+        sample = flow.sample
+        if getattr(sample, "_fake_cuda_watch", False):
+            return
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return sample(*args, **kwargs)
+            finally:
+                stop()
+
+        watched._fake_cuda_watch = True  # type: ignore[attr-defined]
+        flow.sample = watched  # type: ignore[assignment]
+        assert self._stack is not None, "watch() inside the FakeCuda context"
+        self._stack.callback(setattr, flow, "sample", sample)
 
     def kinds(self, *kinds: str) -> list[Finding]:
         return [f for f in self.findings if f.kind in kinds]

@@ -26,7 +26,7 @@ from comfy_api.latest import InputImpl, Types, io
 import svd_core
 import svd_core.speed
 from svd_core import memory
-from svd_core.checks import MAX_FRAMES
+from svd_core.checks import MAX_FRAMES, device_errors
 from svd_core.nets.layers import compute_dtype, set_execution
 from svd_core.seeds import VideoNoise
 from svd_core.video import flow
@@ -161,6 +161,8 @@ class StableVideoCheckpointLoader(io.ComfyNode):
             raise ValueError(f"unet_name: '{unet_name}' was not found in the diffusion_models (unet) folders")
         chosen = parse_dtype(weight_dtype)
         unet_dev, enc_dev, vae_dev = mm.get_torch_device(), mm.text_encoder_device(), mm.vae_device()
+        if chosen is not None and chosen not in STORAGE_ONLY:  # e.g. bf16 on a card older than Ampere
+            schema.raise_if(device_errors(unet_dev, {"weight_dtype": weight_dtype}))
         supported = [torch.float16, torch.bfloat16, torch.float32]
         if chosen in STORAGE_ONLY:  # fp8: stored in 8 bits, computed in what the device supports
             storage = chosen

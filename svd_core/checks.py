@@ -97,3 +97,55 @@ def sampler_errors(steps: object, min_cfg: object, max_cfg: object, sigma_min: o
         found.append(f"{label('sigma_min')} must be smaller than {label('sigma_max')}, "
                      f"got {sigma_min} >= {sigma_max}")
     return found + schedule_errors(sampler, steps, denoise, label)
+
+
+# --- devices and dtypes -------------------------------------------------------------------------------
+
+STORAGE_ONLY = {"fp8_e4m3fn", "fp8_e5m2"}  # config.STORAGE_ONLY_DTYPES by name: weights stored, never computed in
+
+
+def _cuda_dtypes(index: int) -> list[str]:
+    """The compute dtypes CUDA device `index` runs: bf16 from compute capability 8.0 (Ampere) on."""
+    import torch
+
+    major, _ = torch.cuda.get_device_capability(index)
+    return ["fp32", "fp16", "bf16"] if major >= 8 else ["fp32", "fp16"]
+
+
+def device_errors(device: object, dtypes: dict[str, str], label: Label = _same) -> list[str]:
+    """Problems of running on `device` ("cpu", "cuda", "cuda:1", "mps", a torch.device) in `dtypes`
+    ({input name: dtype name}, e.g. {"dtype": "bf16", "vae_dtype": "fp32"}): a device that is not a device
+    or not on this machine, an fp8 compute dtype (fp8 is a storage dtype), a dtype the device cannot run
+    (bf16 on a CUDA card older than Ampere). Checked before anything is loaded."""
+    import torch
+
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(str(device))
+    except (RuntimeError, ValueError):
+        return [f"{label('device')} is '{device}', which is not a device; expected cpu, cuda, cuda:N or mps"]
+    errors: list[str] = []
+    supported = ["fp32", "fp16", "bf16"]
+    where = f"{label('device')} '{device}'"
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = dev.index if dev.index is not None else 0
+        if count == 0:
+            return [f"{where}: this machine has no CUDA device (torch {torch.__version__}"
+                    f"{', built without CUDA' if torch.version.cuda is None else ''}); use cpu"]
+        if index >= count:
+            return [f"{where}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"]
+        supported = _cuda_dtypes(index)
+        where += f" ({torch.cuda.get_device_name(index)})"
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            return [f"{where}: this machine has no Apple MPS device; use cpu"]
+        supported = ["fp32", "fp16", "bf16"]
+    elif dev.type != "cpu":
+        return [f"{where} is not a device the pack runs on; expected cpu, cuda, cuda:N or mps"]
+    for name, dtype in dtypes.items():
+        if dtype in STORAGE_ONLY:
+            errors.append(f"{label(name)} is {dtype}, a storage dtype: weights can be stored in it, but nothing "
+                          f"computes in it; compute in one of {', '.join(supported)}")
+        elif dtype not in supported:
+            errors.append(f"{label(name)} is {dtype}, which {where} cannot run; it runs {', '.join(supported)}")
+    return errors

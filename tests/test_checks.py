@@ -2,6 +2,8 @@
 the input, the value and what was expected."""
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from svd_core.checks import check_size, conditioning_errors, sampler_errors
@@ -43,3 +45,58 @@ def test_sampler_errors() -> None:
 def test_check_number_rejects_nan_everywhere() -> None:
     assert sampler_errors(30, 1.5, float("inf"), 0.002, 700.0, 7.0, 1.0)[0].startswith("max_cfg")
 
+
+
+# --- devices and dtypes: refused before loading, naming the option and what the device runs -------------------
+
+def _fake_cuda_cards(monkeypatch: pytest.MonkeyPatch, capabilities: list[tuple[int, int]]) -> None:
+    """torch.cuda as a machine with these cards (compute capabilities) would answer."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: bool(capabilities))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(capabilities))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: capabilities[i])
+    monkeypatch.setattr(torch.cuda, "get_device_name",
+                        lambda i=0: f"card {i} sm_{capabilities[i][0]}{capabilities[i][1]}")
+
+
+def test_device_errors_accept_what_the_machine_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from svd_core.checks import device_errors
+
+    assert device_errors("cpu", {"dtype": "fp32", "vae_dtype": "bf16"}) == []
+    _fake_cuda_cards(monkeypatch, [(8, 6), (7, 5)])
+    assert device_errors("cuda", {"dtype": "bf16"}) == []  # Ampere runs bf16
+    assert device_errors("cuda:1", {"dtype": "fp16", "vae_dtype": "fp32"}) == []
+
+
+def test_device_errors_name_the_option_and_what_the_device_supports(monkeypatch: pytest.MonkeyPatch) -> None:
+    from svd_core.checks import device_errors
+
+    def option(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    (bad,) = device_errors("gpu0", {"dtype": "fp16"}, option)
+    assert bad.startswith("--device") and "'gpu0'" in bad and "cuda:N" in bad
+    _fake_cuda_cards(monkeypatch, [])
+    (none,) = device_errors("cuda", {"dtype": "fp16"}, option)
+    assert "--device 'cuda'" in none and "no CUDA device" in none and "use cpu" in none
+    _fake_cuda_cards(monkeypatch, [(7, 5)])  # a Turing card: fp16, no bf16
+    (past,) = device_errors("cuda:2", {"dtype": "fp16"}, option)
+    assert "1 CUDA device(s), cuda:0 to cuda:0" in past
+    (bf16,) = device_errors("cuda", {"dtype": "bf16", "vae_dtype": "fp32"}, option)
+    assert bf16.startswith("--dtype is bf16") and "sm_75" in bf16 and "runs fp32, fp16" in bf16
+    (fp8,) = device_errors("cpu", {"vae_dtype": "fp8_e4m3fn"}, option)
+    assert fp8.startswith("--vae-dtype is fp8_e4m3fn, a storage dtype") and "fp32, fp16, bf16" in fp8
+
+
+def test_load_models_refuses_a_device_before_reading_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    import torch
+
+    import svd_core
+
+    _fake_cuda_cards(monkeypatch, [(6, 1)])  # a Pascal card
+    missing = tmp_path / "not_there.safetensors"  # never opened: the device is refused first
+    with pytest.raises(ValueError, match=r"dtype is bf16, which device 'cuda' \(card 0 sm_61\) cannot run"):
+        svd_core.load_models(missing, dtype=torch.bfloat16, device="cuda")
+    with pytest.raises(ValueError, match="storage dtype"):
+        svd_core.load_models(missing, dtype=torch.float8_e4m3fn, device="cpu")

@@ -140,6 +140,8 @@ def test_an_orbit_from_the_command_line_follows_its_camera_and_refuses_bad_paths
     svd_ckpt = d / "svd_xt_1_1.safetensors"
     bad.append((("--checkpoint", str(svd_ckpt), "--elevations-deg", "10"),
                 "--elevations-deg / --azimuths-deg: the loaded model (svd_xt_1_1"))
+    bad += [(("--device", "gpu0"), "--device is 'gpu0', which is not a device"),  # refused before loading
+            (("--device", "cuda:7"), "--device 'cuda:7': this machine has ")]
     for extra, message in bad:
         caplog.clear()
         with caplog.at_level(logging.ERROR, logger="svd_core"):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..checks import device_errors
 from ..config import COMPUTE_DTYPES, PRESETS
 from ..diffusion import parallel
 from ..diffusion.guidance import GUIDANCE_SCHEDULES
@@ -160,7 +161,15 @@ def run_generate(args: argparse.Namespace) -> int:
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device_name = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    dtype_name = args.dtype if args.dtype != "auto" else ("fp16" if device_name.startswith("cuda") else "fp32")
+    errors = device_errors(device_name, {"dtype": dtype_name, "vae_dtype": args.vae_dtype},
+                           lambda name: "--" + name.replace("_", "-"))
+    if errors:  # before anything is read: a device that is not here, a dtype it cannot run
+        for e in errors:
+            log.error("%s", e)
+        return 2
+    device = torch.device(device_name)
     group, rank = None, 0
     if args.cfg_parallel:
         try:

@@ -234,11 +234,19 @@ class GroupStats:
 
 def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """softmax(q k^T / sqrt(d)) v for (N, heads, L, d) tensors (scaled_dot_product_attention's default
-    scale), split over the batch (CUDA grid limit) and over queries (so that even a backend that keeps
-    the score matrix holds at most PieceSizes.score_elements of it). Each query row is independent: exact."""
+    scale), split over the batch (CUDA grid limit) and, off CUDA, over queries (so that even a backend that
+    keeps the score matrix holds at most PieceSizes.score_elements of it). Each query row is independent: exact.
+
+    On CUDA the fused kernels (flash, memory-efficient, cuDNN) never hold the scores, so cutting queries saves
+    nothing there and costs much: each call re-reads every key and value, and at 1024x576 the cut made ~300
+    calls of 29 queries per spatial attention layer, +59 % on a guided step on an A100 (bench/time_model.py
+    --pieces). There only the batch is cut, at the grid limit."""
     n, heads, lq, lk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
-    batch_step = min(MAX_ATTENTION_BATCH, max(1, current_piece_sizes().score_elements // max(1, heads * lk)))
-    q_step = max(1, current_piece_sizes().score_elements // max(1, min(n, batch_step) * heads * lk))
+    fused = q.device.type == "cuda"
+    score_elements = current_piece_sizes().score_elements
+    batch_step = (MAX_ATTENTION_BATCH if fused
+                  else min(MAX_ATTENTION_BATCH, max(1, score_elements // max(1, heads * lk))))
+    q_step = lq if fused else max(1, score_elements // max(1, min(n, batch_step) * heads * lk))
     if n <= batch_step and lq <= q_step:
         return F.scaled_dot_product_attention(q, k, v)
     out = q.new_empty(q.shape[:-1] + v.shape[-1:])

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import FAMILIES, PRESETS, SV3D_VECTOR_DIMS, SVDConfig, preset_for
+from ..checks import device_errors
+from ..config import DTYPES, FAMILIES, PRESETS, SV3D_VECTOR_DIMS, SVDConfig, preset_for
 from ..nets.layers import Ops, set_execution
 from ..speed import compile_models
 from . import detect, dtypes, layout, rename, shapes
@@ -62,6 +63,11 @@ def load_models(
     then guessed from its name (AnimateLCM-SVD-xt*.safetensors -> animatelcm_svd_xt).
     Raises CheckpointError, naming the file and the first offending keys, for anything else.
     """
+    names = {dtype: name for name, dtype in DTYPES.items()}
+    asked = {"dtype": dtype, "vae_dtype": vae_dtype if vae_dtype is not None else dtype}
+    errors = device_errors(device, {k: names.get(v, str(v)) for k, v in asked.items()})
+    if errors:  # before anything is read
+        raise ValueError("; ".join(errors))
     path = Path(path)
     if not path.exists():
         raise CheckpointError(
