@@ -75,11 +75,19 @@ def _on_cuda(frames: torch.Tensor, count: int) -> None:
 
 @pytest.mark.parametrize("mode", ["plain", "first_to_last", "loop"])
 def test_generate_on_fake_cuda(mode: str) -> None:
-    pieces = SMALL_PIECES if mode == "plain" else None  # the cuts run once: they are the same in every mode
-    with audit(SVDConfig.tiny(), pieces) as (run, models):
+    with audit(SVDConfig.tiny()) as (run, models):
         end = image(1) if mode == "first_to_last" else None
         frames = generate(models, image(), num_frames=FRAMES, num_steps=2, end_image=end, loop=mode == "loop")
     _on_cuda(frames, FRAMES - (mode == "loop"))
+    check(run)
+
+
+def test_every_cut_on_fake_cuda() -> None:
+    """The lean pieces' every cut (frame groups, row chunks, spatial slices and their merged GroupNorm
+    statistics, attention batches) in a guided step and a decode chunk."""
+    with audit(SVDConfig.tiny(), SMALL_PIECES) as (run, models):
+        frames = generate(models, image(), num_frames=14, num_steps=1)
+    _on_cuda(frames, 14)
     check(run)
 
 
@@ -88,7 +96,7 @@ def test_lcm_preset_on_fake_cuda() -> None:
     lcm = svd_core.PRESETS["animatelcm_svd_xt"].sampling
     config = replace(SVDConfig.tiny(), sampling=replace(lcm, width=SIZE, height=SIZE))
     with audit(config) as (run, models):
-        frames = generate(models, image(), num_frames=FRAMES)
+        frames = generate(models, image(), num_frames=FRAMES, num_steps=2)
     assert config.sampling.sampler == "lcm"
     _on_cuda(frames, FRAMES)
     check(run)
@@ -97,7 +105,7 @@ def test_lcm_preset_on_fake_cuda() -> None:
 def test_extend_on_fake_cuda() -> None:
     with audit(SVDConfig.tiny()) as (run, models):
         video = torch.rand(1, FRAMES, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
-        longer = extend(models, video, num_frames=FRAMES, num_steps=2, num_clips=2)
+        longer = extend(models, video, num_frames=FRAMES, num_steps=1, num_clips=2)
     assert longer.device == video.device and longer.shape[1] > FRAMES  # extend returns beside the video it got
     check(run, reads=3 * 2)  # per clip, between steps: the schedule, the new frames, the held latents
 
@@ -114,7 +122,7 @@ def test_cfg_parallel_halves_on_fake_cuda(rank: int, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr("svd_core.video.sample.check_group", lambda group: rank)
     monkeypatch.setattr(torch.distributed, "all_gather", all_gather)
     with audit(SVDConfig.tiny()) as (run, models):
-        frames = generate(models, image(), num_frames=FRAMES, num_steps=2, cfg_parallel=object())
+        frames = generate(models, image(), num_frames=FRAMES, num_steps=1, cfg_parallel=object())
     _on_cuda(frames, FRAMES)
     check(run)
 
@@ -124,7 +132,7 @@ def test_family_members_on_fake_cuda(family: str) -> None:
     """SV3D_p's camera rows and its input view as the last frame; the frame-wise 2-D decoder."""
     config = SVDConfig.tiny(family)
     with audit(config) as (run, models):
-        frames = generate(models, image(), num_frames=FRAMES, num_steps=2, width=SIZE, height=SIZE)
+        frames = generate(models, image(), num_frames=FRAMES, num_steps=1, width=SIZE, height=SIZE)
     _on_cuda(frames, FRAMES)
     check(run)
 
