@@ -104,6 +104,22 @@ T = 1e12
 # https://www.nvidia.com/en-us/geforce/graphics-cards/30-series/rtx-3060-3060ti/ : 3584 CUDA cores (28 SMs),
 # boost 1.78 GHz, 12 GB GDDR6 on a 192-bit bus at 15 Gbps = 360 GB/s. So 28 x 512 x 1.777e9 = 25.5 TFLOP/s
 # (fp16 with fp32 accumulation; 51 TFLOP/s with fp16 accumulation), TF32 12.7, FP32 3584 x 2 x 1.777e9 = 12.7.
+# RTX 2060 (6 GB, the Turing TU106 card): NVIDIA Turing architecture whitepaper, https://images.nvidia.com/aem-dam/
+# en-zz/Solutions/design-visualization/technologies/turing-architecture/NVIDIA-Turing-Architecture-Whitepaper.pdf,
+# "Turing Tensor Cores": "Eight Tensor Cores in an SM perform a total of 512 FP16 multiply and accumulate operations
+# per clock, or 1024 total FP operations per clock", and its GeForce tables quote "with FP32 Accumulate" at half
+# the "with FP16 Accumulate" figure: 512 FLOP/clock/SM. The RTX 2060 page, https://www.nvidia.com/en-us/geforce/
+# graphics-cards/rtx-2060/ : 1920 CUDA cores (30 SMs of 64), boost 1680 MHz, 6 GB GDDR6, 192-bit, 14 Gbps = 336 GB/s.
+# So 30 x 512 x 1.68e9 = 25.8 TFLOP/s; Turing has no TF32 (fp32 convolutions run on the CUDA cores): FP32
+# 1920 x 2 x 1.68e9 = 6.45 for both.
+# RTX 4060 (8 GB) and RTX 4060 Ti 16 GB: the Ada whitepaper above gives the Ada SM rate through the RTX 4090 (128
+# SMs at 2520 MHz: 165.2 TFLOPS with FP32 accumulate = 512 FLOP/clock/SM, TF32 82.6 = 256). The RTX 4060 family
+# page, https://www.nvidia.com/en-us/geforce/graphics-cards/40-series/rtx-4060-4060ti/ : RTX 4060 3072 CUDA cores
+# (24 SMs of 128), boost 2.46 GHz, 8 GB GDDR6 on 128 bits; RTX 4060 Ti 4352 cores (34 SMs), boost 2.54 GHz (2535
+# MHz), 16 GB GDDR6 on 128 bits. Memory 17 Gbps (4060) and 18 Gbps (4060 Ti): 272 and 288 GB/s. So 4060:
+# 24 x 512 x 2.46e9 = 30.2 TFLOP/s, TF32 15.1, FP32 3072 x 2 x 2.46e9 = 15.1; 4060 Ti: 34 x 512 x 2.535e9 = 44.1,
+# TF32 22.1, FP32 22.1. (Cross-check: the page's "AI TOPS", 242 and 353, are 24 and 34 SMs x 4096 sparse FP8
+# ops/clock/SM = 8x the FP32-accumulate FP16 rate, at those clocks.)
 _A100_SOURCE = ("NVIDIA A100 datasheet (nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf): FP16 Tensor 312 TFLOPS "
                 "dense, TF32 156, FP32 19.5")
 DEVICES: dict[str, Device] = {
@@ -122,9 +138,18 @@ DEVICES: dict[str, Device] = {
                             "GA102 whitepaper (GA10x SM: 512 dense fp16 FLOP/clk with FP32 accumulate, half the "
                             "FP16-accumulate rate) x 28 SMs x 1.777 GHz (RTX 3060 spec page); 192-bit x 15 Gbps "
                             "= 360 GB/s"),
+    "rtx_2060": Device("RTX 2060", 25.8 * T, 6.45 * T, 6.45 * T, 336e9,
+                       "Turing whitepaper (1024 FP16 FLOP/clk/SM, half with FP32 accumulate on GeForce) x 30 SMs x "
+                       "1.68 GHz (RTX 2060 spec page); no TF32; 192-bit x 14 Gbps = 336 GB/s"),
+    "rtx_4060": Device("RTX 4060", 30.2 * T, 15.1 * T, 15.1 * T, 272e9,
+                       "Ada whitepaper SM rate (512 FP16 FLOP/clk/SM with FP32 accumulate, from the RTX 4090's 165.2 "
+                       "TFLOPS) x 24 SMs x 2.46 GHz (RTX 4060 spec page); 128-bit x 17 Gbps = 272 GB/s"),
+    "rtx_4060_ti_16gb": Device("RTX 4060 Ti 16GB", 44.1 * T, 22.1 * T, 22.1 * T, 288e9,
+                               "Ada whitepaper SM rate (512 FP16 FLOP/clk/SM with FP32 accumulate) x 34 SMs x "
+                               "2.535 GHz (RTX 4060 Ti spec page); 128-bit x 18 Gbps = 288 GB/s"),
 }
 ALIASES = {"a100": "a100_80gb_sxm4", "a100_40gb": "a100_40gb_sxm4", "h100": "h100_sxm", "4090": "rtx_4090",
-           "3060": "rtx_3060_12gb"}
+           "3060": "rtx_3060_12gb", "2060": "rtx_2060", "4060": "rtx_4060", "4060ti": "rtx_4060_ti_16gb"}
 
 # One kernel's fixed cost, added to its roofline time: 4 us. NVIDIA's "Getting Started with CUDA Graphs"
 # (https://developer.nvidia.com/blog/cuda-graphs/) times a 2.9 us kernel at 3.8 us per kernel when launched
@@ -179,6 +204,13 @@ ATTAINABLE: dict[str, Attainable] = {
     "a100_40gb_sxm4": Attainable(0.75, 0.75, 0.5, 0.8, True, _FA2_A100),
     "rtx_4090": Attainable(0.75, 0.75, 0.5, 0.8, True, _FA2_A100 + ", same sm80 kernels on Ada"),
     "rtx_3060_12gb": Attainable(0.75, 0.75, 0.5, 0.8, True, _FA2_A100 + ", same sm80 kernels on GA106"),
+    # Turing (sm75) has no FlashAttention-2 ("support for Turing GPUs (T4, RTX 2080) is coming soon, please use
+    # FlashAttention 1.x for Turing GPUs for now", https://github.com/Dao-AILab/flash-attention README): PyTorch's
+    # SDPA runs its memory-efficient kernel there. Its fraction is not measured here; the Ampere one is assumed.
+    "rtx_2060": Attainable(0.75, 0.75, 0.5, 0.8, True, _FA2_A100 + ", assumed for the memory-efficient kernel "
+                           "on Turing (no FlashAttention-2 on sm75)"),
+    "rtx_4060": Attainable(0.75, 0.75, 0.5, 0.8, True, _FA2_A100 + ", same sm80 kernels on AD107"),
+    "rtx_4060_ti_16gb": Attainable(0.75, 0.75, 0.5, 0.8, True, _FA2_A100 + ", same sm80 kernels on AD106"),
 }
 
 
