@@ -37,10 +37,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_stage(run: Callable[[], Any], device: str, repeats: int) -> dict[str, float]:
-    """Median seconds of `repeats` timed runs after one warm-up, and the peak bytes above the start."""
+def run_stage(run: Callable[[], Any], device: str, repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of `repeats` timed runs after `warmup` untimed ones, and the peak bytes above the start."""
     with torch.inference_mode():
-        run()
+        for _ in range(warmup):
+            run()
         _sync(device)
         gc.collect()
         base = 0

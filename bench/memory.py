@@ -155,7 +155,8 @@ def _measure(run: Callable[[], Any]) -> int:
 # --- the stages, through svd_core's own functions ------------------------------------------------------
 
 def ours_stages(config: svd_core.SVDConfig, work: Work, device: str) -> dict[str, Callable[[], Any]]:
-    """Build our three modules on `device` and return a runner per stage (and the modules, for weights)."""
+    """Build our three modules on `device` and return a runner per stage, the weight bytes of each stage and
+    the modules themselves ("modules": unet, image_encoder, vae)."""
     unet = _build(lambda: svd_core.UNet(config.unet), work.dtype, device)
     clip = _build(lambda: svd_core.ImageEncoder(config.image_encoder), work.dtype, device)
     vae = _build(lambda: svd_core.VAE(config.vae), work.vae_dtype, device)
@@ -194,7 +195,7 @@ def ours_stages(config: svd_core.SVDConfig, work: Work, device: str) -> dict[str
                "decode_chunk": decode_chunk}
     weights = {"image_encoder": _param_bytes(clip), "vae_encoder": _param_bytes(vae),
                "unet_step": _param_bytes(unet), "decode_chunk": _param_bytes(vae)}
-    return {"runners": runners, "weights": weights}
+    return {"runners": runners, "weights": weights, "modules": {"unet": unet, "image_encoder": clip, "vae": vae}}
 
 
 def _diffusers_image_vae_config(cfg: svd_core.VAEConfig) -> dict[str, Any]:
@@ -210,7 +211,8 @@ def _diffusers_image_vae_config(cfg: svd_core.VAEConfig) -> dict[str, Any]:
 
 def diffusers_stages(config: svd_core.SVDConfig, work: Work, device: str) -> dict[str, Any]:
     """The same work for diffusers' StableVideoDiffusionPipeline parts (its step and decode loop); for the
-    frame-wise presets, AutoencoderKL in place of the temporal VAE (module docstring)."""
+    frame-wise presets, AutoencoderKL in place of the temporal VAE (module docstring). Returns what
+    ours_stages returns, the modules being diffusers' and transformers' own."""
     import diffusers
     import transformers
 
@@ -268,7 +270,7 @@ def diffusers_stages(config: svd_core.SVDConfig, work: Work, device: str) -> dic
                "decode_chunk": decode_chunk}
     weights = {"image_encoder": _param_bytes(clip), "vae_encoder": _param_bytes(vae),
                "unet_step": _param_bytes(unet), "decode_chunk": _param_bytes(vae)}
-    return {"runners": runners, "weights": weights}
+    return {"runners": runners, "weights": weights, "modules": {"unet": unet, "image_encoder": clip, "vae": vae}}
 
 
 def model(config: svd_core.SVDConfig, work: Work, *, device: str = "cuda", peer: str | None = None,
