@@ -17,10 +17,10 @@ are independent: each node asks ComfyUI's load_models_gpu for its own models wit
 and ComfyUI offloads the others first (the UNet while the VAE decodes, and the reverse), so a run's peak is
 the largest stage's, not their sum:
 
-    stage    models held                    activations (bench/memory.py's count)   memory_required (svd_core.memory)
-    encode   CLIP vision + VAE (one call)   the larger of CLIP's and the VAE encoder's   the larger of the two estimates
-    unet     UNet (resident part)           one guided step, cond + uncond in one batch  unet_step_bytes
-    decode   VAE                            one decode chunk                              decode_bytes
+    stage    models held                   activations (bench/memory.py's count)   memory_required (svd_core.memory)
+    encode   CLIP vision + VAE, one call   the larger of CLIP's and the VAE encoder's the larger of the two estimates
+    unet     the UNet's resident part      one guided step, cond + uncond in a batch  unet_step_bytes
+    decode   VAE                           one decode chunk                           decode_bytes
 
 A stage fits when ComfyUI would load it as chosen: resident weights + max(0.8 GiB, memory_required, the counted
 activations + any weight-cast buffer) + ComfyUI's reserve + the CUDA context <= the card (`stage_fits`). The
@@ -116,7 +116,7 @@ HOST_LINKS: dict[str, HostLink] = {
 
 # One real card per size; its memory in GiB as the card's "GB" (GDDR and HBM sizes are powers of two: nvidia-smi
 # shows an 8 GB card as 8188 MiB or so, the driver keeping a few MiB).
-CARDS: tuple[tuple[int, str], ...] = ((6, "rtx_2060"), (8, "rtx_4060"), (12, "rtx_3060_12gb"),
+CARDS: tuple[tuple[float, str], ...] = ((6, "rtx_2060"), (8, "rtx_4060"), (12, "rtx_3060_12gb"),
                                       (16, "rtx_4060_ti_16gb"), (24, "rtx_4090"), (80, "a100_80gb_sxm4"))
 
 
@@ -335,7 +335,7 @@ def _gib(n: float) -> str:
     return f"{n / GiB:.2f}"
 
 
-def table_rows(needs: Needs, traces: tm.Traces, *, steps: int, cards: Sequence[tuple[int, str]],
+def table_rows(needs: Needs, traces: tm.Traces, *, steps: int, cards: Sequence[tuple[float, str]],
                windows: bool = False, order: Sequence[UNetSetting] = UNET_SETTINGS,
                trace_chunk: Callable[[int], tm.Traces] | None = None) -> list[dict[str, Any]]:
     """One row per card: the plan, and its modelled seconds (calibrated and pure peak) on the card's stand-in."""
@@ -368,18 +368,20 @@ def markdown(title: str, rows: Sequence[dict[str, Any]], needs: Needs) -> list[s
             lines.append(f"| {r['card_gib']} GB | {r['device_name']} | does not fit | | | | | | |")
             continue
         unet = p["unet"]
+        weights = unet["weights"] + (f" (casts +{r['calibrated']['fp8_cast']:.1f} s)" if unet["weights"] != "fp16"
+                                     else "")
         load = "full" if unet["load"] == "full" else (
             f"partial: {_gib(p['resident_unet'])} GiB resident, {_gib(p['streamed_per_call'])} GiB over PCIe "
-            "per step")
+            f"per step (+{r['calibrated']['stream']:.1f} s)")
         chunk = f"{p['chunk']}" + (" (default)" if p["chunk"] == needs.chunk else "")
-        lines.append(f"| {r['card_gib']} GB | {r['device_name']} | {unet['weights']} | {load} | {chunk} "
+        lines.append(f"| {r['card_gib']} GB | {r['device_name']} | {weights} | {load} | {chunk} "
                      f"| {_gib(p['peak'])} | {STAGE_NAMES[p['largest_stage']]} "
                      f"| {r['calibrated']['total']:.0f} | {r['pure_peak']['total']:.0f} |")
     return lines
 
 
-def notes(needs: Needs, calibration: dict[str, float] | None, *, windows: bool) -> list[str]:
-    """What the figures are, the smallest card of each setting, and how to measure them."""
+def notes(needs: Needs, *, windows: bool = False) -> list[str]:
+    """Under a preset's table: its stages' sizes and the smallest card of each UNet setting."""
     smallest = {f"{s.weights} {s.load}": smallest_card(needs, s, needs.chunk, windows=windows)
                 for s in UNET_SETTINGS}
     reserve = comfy_reserve(8 * GiB, windows) / MiB
@@ -393,6 +395,12 @@ def notes(needs: Needs, calibration: dict[str, float] | None, *, windows: bool) 
         f"its {reserve:.0f} MiB reserve{' (Windows)' if windows else ''} kept free. Smallest card by this model, "
         "decode chunk " + str(needs.chunk) + ": " + ", ".join(f"{k} {v:g} GiB" for k, v in smallest.items()) + ".",
     ]
+    return lines
+
+
+def common_notes(calibration: dict[str, float] | None, cards: Sequence[tuple[float, str]] = CARDS) -> list[str]:
+    """Under both tables: what the times are (the calibration), the cards' figures, and how to measure."""
+    lines = []
     if calibration:
         c = calibration
         lines.append(
@@ -402,6 +410,11 @@ def notes(needs: Needs, calibration: dict[str, float] | None, *, windows: bool) 
             f"{1 / c['calibrated_ratio']:.2f}x optimistic, pure peak {1 / c['pure_peak_ratio']:.2f}x; read the "
             "times as ratios between cards. A partial load adds its PCIe copies (pinned memory, no overlap) and fp8 "
             "the casts of its weights.")
+    lines.append("Cards modelled: " + "; ".join(
+        f"{tm.resolve_device(d).name} {tm.resolve_device(d).tensor_flops / 1e12:.1f} TFLOP/s fp16 (fp32 accumulate), "
+        f"{tm.resolve_device(d).bandwidth / 1e9:.0f} GB/s, PCIe {HOST_LINKS[d].generation}.0 x{HOST_LINKS[d].lanes} "
+        f"({HOST_LINKS[d].bytes_per_s / 1e9:.1f} GB/s effective)" for _, d in cards) + " (datasheet figures, "
+        "sources in bench/time_model.py; the RTX 2060 has no FlashAttention-2, its attention rate is assumed).")
     lines.append("How to measure for real: `bash bench/bench_gpu.sh` on the card (each stage's time and "
                  "torch.cuda.max_memory_allocated), and `nvidia-smi --query-gpu=memory.used --format=csv -lms 200` "
                  "during a ComfyUI run for the whole process.")
@@ -426,7 +439,7 @@ def calibrate() -> dict[str, float] | None:
 PRESETS = ("svd_xt_1_1", "sv3d_p")
 
 
-def run_preset(name: str, *, cards: Sequence[tuple[int, str]], windows: bool,
+def run_preset(name: str, *, cards: Sequence[tuple[float, str]], windows: bool,
                order: Sequence[UNetSetting]) -> tuple[Needs, list[dict[str, Any]], int]:
     """Count, trace once and plan one preset at its own size, steps and decode chunk, fp16 compute."""
     config = svd_core.PRESETS[name]
@@ -449,7 +462,7 @@ def run_preset(name: str, *, cards: Sequence[tuple[int, str]], windows: bool,
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", action="append", choices=PRESETS, default=None,
                     help="default: both, svd_xt_1_1 (1024x576x25) and sv3d_p (576x576x21)")
@@ -472,7 +485,7 @@ def main() -> int:
         needs, rows, steps = run_preset(name, cards=CARDS, windows=args.windows, order=order)
         title = (f"{name}: {s.width}x{s.height}, {s.num_frames} frames, {steps} steps, fp16 compute, "
                  f"ComfyUI on {'Windows' if args.windows else 'Linux'}")
-        for line in markdown(title, rows, needs) + notes(needs, calibration, windows=args.windows):
+        for line in markdown(title, rows, needs) + notes(needs, windows=args.windows):
             log.info("%s", line)
         log.info("")
         output["presets"][name] = {
@@ -482,9 +495,9 @@ def main() -> int:
                       "decode": asdict(needs.decode(needs.chunk)), "unet_params": needs.unet_params,
                       "largest_layer_params": needs.largest_layer_params},
             "rows": rows}
-    for device in {d for _, d in CARDS}:
-        output.setdefault("devices", {})[device] = {**asdict(tm.resolve_device(device)),
-                                                    "host_link": asdict(HOST_LINKS[device])}
+    for line in common_notes(calibration, CARDS):
+        log.info("%s", line)
+    output["devices"] = {d: {**asdict(tm.resolve_device(d)), "host_link": asdict(HOST_LINKS[d])} for _, d in CARDS}
     if args.json:
         args.json.write_text(json.dumps(output, indent=1, default=str))
     return 0

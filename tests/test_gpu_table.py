@@ -130,3 +130,21 @@ def test_every_card_has_a_device_model_and_a_host_link() -> None:
     for _, device in gt.CARDS:
         gt.tm.resolve_device(device)
         assert device in gt.HOST_LINKS and device in gt.tm.ATTAINABLE
+
+
+def test_the_table_renders_a_row_per_card() -> None:
+    import torch
+
+    def op(flops: int) -> list[gt.tm.Op]:
+        return [gt.tm.Op("aten::mm", "gemm", flops, 10**6, torch.float16)]
+
+    traces = {"image_encoder": op(10**9), "vae_encoder": op(10**10), "unet_step": op(10**13),
+              **{f"decode_chunk/{c}": op(c * 10**11) for c in range(1, 15)}}
+    cards = ((2, "rtx_2060"), (4.25, "rtx_2060"), (5, "rtx_4060"), (12, "rtx_3060_12gb"))
+    rows = gt.table_rows(NEEDS, traces, steps=30, cards=cards)
+    lines = gt.markdown("tiny", rows, NEEDS) + gt.notes(NEEDS) + gt.common_notes(None, cards)
+    table = [line for line in lines if line.startswith("| ") and "GB |" in line]
+    assert len(table) == len(cards)
+    assert "does not fit" in table[0] and "partial" in table[1] and "fp8_e4m3fn" in table[2]
+    assert "| fp16 | full | 14 (default) |" in table[3]
+    assert rows[3]["calibrated"]["total"] > rows[3]["pure_peak"]["total"]
