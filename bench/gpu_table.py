@@ -493,6 +493,7 @@ def main() -> int:
                      "chunk": needs.chunk},
             "needs": {"encode": asdict(needs.encode), "unet": asdict(needs.unet),
                       "decode": asdict(needs.decode(needs.chunk)), "unet_params": needs.unet_params,
+                      "unet_tensors": needs.unet_tensors,
                       "largest_layer_params": needs.largest_layer_params},
             "rows": rows}
     for line in common_notes(calibration, CARDS):
