@@ -16,8 +16,10 @@ excluded), ours and diffusers', and the attention kernel our run dispatched (tor
 Weights are random (time does not depend on the values; bench/compare.py checks that both implementations
 agree on the same weights). The stages run through bench/memory.py's functions as bench/gpu_stages.py runs
 them; the models are built once per implementation. The time and memory models (fake tensors, CPU only) run in
-a child process while the GPU measures. A wall-clock guard (--budget) skips the compiled step and diffusers'
-sections, in that order of need, when what they would take does not fit; skips are listed under the table.
+a child process while the GPU measures (on a CPU, afterwards). A wall-clock guard (--budget) skips a section
+(ours end to end, the compiled step, diffusers' stages, diffusers end to end) when it would end past the
+budget by what the stages already measured; a section that fails is logged and listed, and the table still
+comes (exit status 1).
 The table is also written as JSON (--json, else $BENCH_GPU_JSON, else $OUT/bench_gpu.json, else
 ./bench_gpu.json).
 """
@@ -92,17 +94,28 @@ class Clock:
         self.budget_s = budget_s
         self.sections: dict[str, float] = {}
         self.skipped: list[str] = []
+        self.failed: list[str] = []
 
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
     @contextmanager
-    def section(self, name: str) -> Iterator[None]:
+    def section(self, name: str, *, catch: bool = False) -> Iterator[None]:
+        """Times the block; with `catch`, an exception in it is logged and listed instead of ending the run (one
+        GPU lease should still give a table)."""
         t0 = time.perf_counter()
-        yield
-        self.sections[name] = time.perf_counter() - t0
-        log.info("[%6.1f s] %s: %.1f s", self.elapsed, name, self.sections[name])
+        try:
+            yield
+        except Exception as e:
+            if not catch:
+                raise
+            log.exception("%s failed", name)
+            self.failed.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}")
+            _free_cuda()
+        finally:
+            self.sections[name] = time.perf_counter() - t0
+            log.info("[%6.1f s] %s: %.1f s", self.elapsed, name, self.sections[name])
 
     def fits(self, what: str, needed_s: float) -> bool:
         """Whether `what`, expected to take needed_s, ends within the budget; records the skip if not."""
@@ -144,8 +157,7 @@ def device_model_for(device: str) -> tuple[str, str]:
 def modelled(config: svd_core.SVDConfig, work: memory_model.Work, device_model: str, steps: int,
              fake_device: str) -> dict[str, Any]:
     """The time model's calibrated seconds of ours (per stage, and end to end) and the memory model's activation
-    peaks in bytes: fake tensors, no GPU (run in a child process)."""
-    torch.set_num_threads(1)
+    peaks in bytes: fake tensors, no GPU."""
     traces = time_model.trace_stages(config, work, "ours")
     seconds = time_model.predict(device_model, traces)
     total = time_model.end_to_end(seconds, steps=steps, frames=work.frames, chunk=work.chunk)
@@ -192,10 +204,10 @@ def timed_once(run: Callable[[], Any], device: str) -> tuple[float, float]:
     return seconds, peak
 
 
-def _free(device: str) -> None:
-    """Give back what a finished implementation's modules held (they went out of scope)."""
+def _free_cuda() -> None:
+    """Give back what finished work held (it went out of scope)."""
     gc.collect()
-    if device.startswith("cuda"):
+    if torch.cuda.is_initialized():
         torch.cuda.empty_cache()
 
 
@@ -226,7 +238,7 @@ def measure_ours(config: svd_core.SVDConfig, work: memory_model.Work, device: st
     needed = (steps * rows["unet_step_eager"].ours_s + chunks * rows["decode_chunk"].ours_s  # type: ignore[operator]
               + rows["image_encoder"].ours_s + rows["vae_encoder"].ours_s + 5.0)  # type: ignore[operator]
     if clock.fits("ours end to end", needed):
-        with clock.section(f"ours: end to end, {steps} steps"):
+        with clock.section(f"ours: end to end, {steps} steps", catch=True):
             image = _image(work)
 
             def whole() -> Any:
@@ -239,7 +251,7 @@ def measure_ours(config: svd_core.SVDConfig, work: memory_model.Work, device: st
     if compile_s is None:
         clock.skipped.append("ours compiled step: not asked for (--compile; on a CPU compiling takes minutes)")
     elif clock.fits("ours compiled step (compiling)", compile_s):
-        with clock.section("ours: compile + compiled step"):
+        with clock.section("ours: compile + compiled step", catch=True):
             row = rows["unet_step_compiled"]
             if svd_core.speed.compile_models(models):
                 step = runners["unet_step"]
@@ -293,7 +305,7 @@ def measure_diffusers(config: svd_core.SVDConfig, work: memory_model.Work, devic
     chunks = len(time_model.chunk_sizes(work.frames, work.chunk))
     needed = steps * rows["unet_step_eager"].diffusers_s + chunks * rows["decode_chunk"].diffusers_s + 10.0  # type: ignore[operator]
     if clock.fits("diffusers end to end", needed):
-        with clock.section(f"diffusers: end to end, {steps} steps"):
+        with clock.section(f"diffusers: end to end, {steps} steps", catch=True):
             pipe = diffusers_pipeline(parts["modules"])
             pixels = (_image(work)[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
             image = Image.fromarray(pixels)
@@ -320,8 +332,8 @@ def table(rows: dict[str, Row]) -> list[str]:
             f"{'ours GiB':>10}{'diffusers GiB':>15}  attention (ours)")
     lines = [head]
     for r in rows.values():
-        lines.append(f"{r.label:<30}{_cell(r.ours_s, '.3f', 10)}{_cell(r.diffusers_s, '.3f', 13)}"
-                     f"{_cell(r.model_s, '.3f', 10)}{_cell(r.ratio, '.2f', 12)}{_cell(r.model_gib, '.2f', 11)}"
+        lines.append(f"{r.label:<30}{_cell(r.ours_s, '.4f', 10)}{_cell(r.diffusers_s, '.4f', 13)}"
+                     f"{_cell(r.model_s, '.4f', 10)}{_cell(r.ratio, '.2f', 12)}{_cell(r.model_gib, '.2f', 11)}"
                      f"{_cell(r.ours_gib, '.2f', 10)}{_cell(r.diffusers_gib, '.2f', 15)}  {r.attention or '-'}")
     return lines
 
@@ -378,20 +390,26 @@ def main() -> int:
             "unet_step_compiled": Row("guided UNet step (compiled)"),
             "decode_chunk": Row(f"decode chunk ({chunk} frames)"),
             "end_to_end": Row(f"end to end ({steps} steps)")}
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        models_future = pool.submit(modelled, config, work, device_model, steps, fake_device)
-        measure_ours(config, work, device, steps, repeats, rows, clock, args.compile_estimate if compiled else None)
-        _free(device)
+    # on a GPU the models (CPU work, minutes at full size) run in a child while the GPU measures; on a CPU they
+    # would only slow the measurements down, so they run afterwards in this process
+    pool = (concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            if device.startswith("cuda") else None)
+    future = pool.submit(modelled, config, work, device_model, steps, fake_device) if pool is not None else None
+    try:
+        with clock.section("ours, all", catch=True):
+            measure_ours(config, work, device, steps, repeats, rows, clock,
+                         args.compile_estimate if compiled else None)
+        _free_cuda()
         if args.peer == "diffusers":
-            measure_diffusers(config, work, device, steps, repeats, rows, clock)
-            _free(device)
-        with clock.section("time and memory models (waiting for the child)"):
-            try:
-                m = models_future.result()
-            except Exception as e:  # the report still stands without the models
-                clock.skipped.append(f"time and memory models failed: {type(e).__name__}: {e}")
-                m = None
+            with clock.section("diffusers, all", catch=True):
+                measure_diffusers(config, work, device, steps, repeats, rows, clock)
+            _free_cuda()
+        m = None
+        with clock.section("time and memory models" + (" (waiting for the child)" if future else ""), catch=True):
+            m = future.result() if future is not None else modelled(config, work, device_model, steps, fake_device)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     if m is not None:
         stages = {"image_encoder": "image_encoder", "vae_encoder": "vae_encoder", "unet_step_eager": "unet_step",
                   "unet_step_compiled": "unet_step", "decode_chunk": "decode_chunk"}
@@ -424,13 +442,16 @@ def main() -> int:
             log.info("  %s: %s", key, note)
     for s in clock.skipped:
         log.info("  skipped: %s", s)
+    for s in clock.failed:
+        log.info("  FAILED: %s", s)
     log.info("elapsed %.1f s of a %.0f s budget", clock.elapsed, args.budget)
     report = {"settings": settings, "rows": {k: {**asdict(r), "ratio": r.ratio} for k, r in rows.items()},
-              "sections_s": clock.sections, "skipped": clock.skipped, "elapsed_s": clock.elapsed}
+              "sections_s": clock.sections, "skipped": clock.skipped, "failed": clock.failed,
+              "elapsed_s": clock.elapsed}
     path = json_path(args.json)
     path.write_text(json.dumps(report, indent=1))
     log.info("written: %s", path)
-    return 0
+    return 1 if clock.failed else 0
 
 
 if __name__ == "__main__":
