@@ -51,7 +51,9 @@ def test_formulas_stay_above_the_count_and_near_it(full_fp16: dict[str, dict[str
     est = memory_model.formula(FULL, memory_model.Work())
     for stage in ("unet_step", "decode_chunk"):
         ratio = est[stage] / full_fp16[stage]["activations"]
-        assert 1.0 <= ratio <= 1.3, (stage, ratio)
+        # the step's formula sums each block's largest piece; with the pieces sized for a GPU's speed
+        # (2**27-2**28 elements) those transients weigh more and the sum stands 30.3 % above the count
+        assert 1.0 <= ratio <= 1.35, (stage, ratio)
     # other sizes, precisions and models: still an upper bound, within half again
     cases = [
         (FULL, memory_model.Work(width=512, height=512, frames=14, chunk=7, vae_dtype=torch.float32)),
@@ -67,8 +69,9 @@ def test_formulas_stay_above_the_count_and_near_it(full_fp16: dict[str, dict[str
 
 
 def test_lean_pieces_cut_the_peak_the_whole_plan_would_reach() -> None:
-    """The same decode with pieces as large as the clip (nothing cut) needs several times the memory."""
-    work = memory_model.Work(width=512, height=320, frames=14, chunk=14)
+    """The same decode with pieces as large as the clip (nothing cut) needs several times the memory (at the
+    full size the default pieces are sized for: at smaller sizes they cut less)."""
+    work = memory_model.Work(width=1024, height=576, frames=14, chunk=14)
     lean_peak = memory_model.model(FULL, work, stages=("decode_chunk",))["svd_core"]["decode_chunk"]["activations"]
     whole = svd_core.Plan(group_elements=2**40, token_elements=2**40, slice_elements=2**40, score_elements=2**40)
     with svd_core.use_plan(whole):
