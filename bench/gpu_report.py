@@ -204,6 +204,23 @@ def timed_once(run: Callable[[], Any], device: str) -> tuple[float, float]:
     return seconds, peak
 
 
+@contextmanager
+def warnings_of(logger: str) -> Iterator[list[str]]:
+    """The warnings a logger emits inside the block."""
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Collect(logging.WARNING)
+    logging.getLogger(logger).addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logging.getLogger(logger).removeHandler(handler)
+
+
 def _free_cuda() -> None:
     """Give back what finished work held (it went out of scope)."""
     gc.collect()
@@ -214,6 +231,15 @@ def _free_cuda() -> None:
 def _image(work: memory_model.Work) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     return torch.rand(work.videos, 3, work.height, work.width, generator=g)
+
+
+def _whole_s(rows: dict[str, Row], column: str, work: memory_model.Work, steps: int) -> float:
+    """What a whole video should take by the stages measured in `column`, and 10 s to spare (for the guard)."""
+    def s(key: str) -> float:
+        return getattr(rows[key], column) or 0.0
+
+    chunks = len(time_model.chunk_sizes(work.frames, work.chunk))
+    return s("image_encoder") + s("vae_encoder") + steps * s("unet_step_eager") + chunks * s("decode_chunk") + 10.0
 
 
 def measure_ours(config: svd_core.SVDConfig, work: memory_model.Work, device: str, steps: int, repeats: int,
@@ -234,10 +260,7 @@ def measure_ours(config: svd_core.SVDConfig, work: memory_model.Work, device: st
             rows[key].attention = attention_kernels(runners[stage], device)  # also the warm-up
             r = run_stage(runners[stage], device, repeats, warmup=0)
             rows[key].ours_s, rows[key].ours_gib = r["seconds"], _gib(r["peak"])
-    chunks = len(time_model.chunk_sizes(work.frames, work.chunk))
-    needed = (steps * rows["unet_step_eager"].ours_s + chunks * rows["decode_chunk"].ours_s  # type: ignore[operator]
-              + rows["image_encoder"].ours_s + rows["vae_encoder"].ours_s + 5.0)  # type: ignore[operator]
-    if clock.fits("ours end to end", needed):
+    if clock.fits("ours end to end", _whole_s(rows, "ours_s", work, steps)):
         with clock.section(f"ours: end to end, {steps} steps", catch=True):
             image = _image(work)
 
@@ -255,7 +278,10 @@ def measure_ours(config: svd_core.SVDConfig, work: memory_model.Work, device: st
             row = rows["unet_step_compiled"]
             if svd_core.speed.compile_models(models):
                 step = runners["unet_step"]
-                first = [timed_once(step, device) for _ in range(3)]  # compiling, then CUDA-graph recording
+                with warnings_of("svd_core.speed") as fell_back:  # compile_models' eager fallback warns
+                    first = [timed_once(step, device) for _ in range(3)]  # compiling, then CUDA-graph recording
+                if fell_back:
+                    raise RuntimeError(f"compiling failed, the UNet runs eagerly: {fell_back[0]}")
                 row.ours_gib = _gib(max(p for _, p in first))
                 row.notes.append(f"first 3 calls (compiling, recording) {sum(s for s, _ in first):.1f} s; peak "
                                  "measured over them (a replayed graph allocates nothing)")
@@ -302,9 +328,7 @@ def measure_diffusers(config: svd_core.SVDConfig, work: memory_model.Work, devic
                 rows[key].diffusers_attention = kernels
             r = run_stage(parts["runners"][stage], device, repeats, warmup=0)
             rows[key].diffusers_s, rows[key].diffusers_gib = r["seconds"], _gib(r["peak"])
-    chunks = len(time_model.chunk_sizes(work.frames, work.chunk))
-    needed = steps * rows["unet_step_eager"].diffusers_s + chunks * rows["decode_chunk"].diffusers_s + 10.0  # type: ignore[operator]
-    if clock.fits("diffusers end to end", needed):
+    if clock.fits("diffusers end to end", _whole_s(rows, "diffusers_s", work, steps)):
         with clock.section(f"diffusers: end to end, {steps} steps", catch=True):
             pipe = diffusers_pipeline(parts["modules"])
             pixels = (_image(work)[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
@@ -320,6 +344,7 @@ def measure_diffusers(config: svd_core.SVDConfig, work: memory_model.Work, devic
 
             seconds, peak = timed_once(whole, device)
             rows["end_to_end"].diffusers_s, rows["end_to_end"].diffusers_gib = seconds, _gib(peak)
+            rows["end_to_end"].notes.append("diffusers: one run, no warm-up of its own (the stages warmed it)")
 
 
 def _cell(value: float | None, spec: str, width: int) -> str:
@@ -423,14 +448,18 @@ def main() -> int:
         rows["unet_step_compiled"].notes.append("model: the eager step's kernels (the model knows no graphs)")
 
     where = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "CPU"
-    settings = {"model": config.name, "device": where, "torch": torch.__version__, "width": args.width,
-                "height": args.height, "frames": args.frames, "steps": steps, "chunk": chunk, "dtype": dtype_name,
-                "device_model": device_model, "device_model_note": device_note, "repeats": repeats,
-                "budget_s": args.budget}
+    sampling = config.sampling
+    settings = {"model": config.name, "sampling": asdict(sampling), "device": where, "torch": torch.__version__,
+                "width": args.width, "height": args.height, "frames": args.frames, "steps": steps, "chunk": chunk,
+                "dtype": dtype_name, "device_model": device_model, "device_model_note": device_note,
+                "repeats": repeats, "budget_s": args.budget}
     log.info("")
-    log.info("%s (random weights), %s, torch %s; %dx%dx%d, %s; end to end: %d steps (%s), decode chunk %d",
-             config.name, where, torch.__version__, args.width, args.height, args.frames, dtype_name, steps,
-             "the preset's" if args.steps is None else "--steps", chunk)
+    log.info("%s (random weights), %s, torch %s; %dx%dx%d, %s", config.name, where, torch.__version__, args.width,
+             args.height, args.frames, dtype_name)
+    steps_from = f"the preset's, {config.name}" if args.steps is None else "--steps"
+    log.info("end to end: %d steps (%s), decode chunk %d; the preset's %s sampler, %s guidance %g-%g, fps_id %d, "
+             "motion bucket %d, cond_aug %g", steps, steps_from, chunk, sampling.sampler, sampling.guidance,
+             sampling.min_cfg, sampling.max_cfg, sampling.fps_id, sampling.motion_bucket_id, sampling.cond_aug)
     log.info("model s: bench/time_model.py, calibrated, ours on %s (%s)%s", device_model,
              time_model.DEVICES[device_model].name, f"; {device_note}" if device_note else "")
     log.info("GiB: activation peak (weights excluded), bench/memory.py's count beside torch.cuda.max_memory_allocated "
