@@ -69,6 +69,7 @@ def test_bad_options_are_refused_before_ray_starts(inputs, tmp_path):
     assert probe.stdout.strip() == "False", probe.stderr
 
 
+@pytest.mark.slow  # two Ray workers and a resumed job: a minute on 2 cores (the default suite's budget)
 def test_two_workers_write_what_the_cli_writes_and_a_rerun_resumes(inputs, tmp_path):
     pytest.importorskip("ray", reason="ray is not installed (pip install '.[ray]'): the batch job's tests skipped")
     ckpt, images, _ = inputs
@@ -234,6 +235,7 @@ def test_cfg_parallel_on_two_gloo_processes_equals_one_process(inputs, tmp_path)
 
 
 @needs_gloo
+@pytest.mark.slow  # torchrun's two processes: 20 s on 2 cores; test_cfg_parallel_on_two_gloo_processes runs by default
 def test_the_command_line_under_torchrun_writes_what_one_process_writes(inputs, tmp_path):
     """Rank 0 writes the video, the same as one process makes. `--standalone`: torchrun binds its rendezvous
     store to a port the kernel picks (localhost:0) and its workers join that store, so no port is chosen

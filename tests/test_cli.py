@@ -31,7 +31,9 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300)
 
 
-@pytest.mark.parametrize("suffix", [".webp", ".gif", ".mp4"])
+# WebP by default; GIF and MP4 (PyAV) under -m slow (the default suite's budget)
+@pytest.mark.parametrize("suffix", [".webp", pytest.param(".gif", marks=pytest.mark.slow),
+                                    pytest.param(".mp4", marks=pytest.mark.slow)])
 def test_generate_writes_a_playable_video(inputs, suffix):
     ckpt, img, d = inputs
     out = d / f"out{suffix}"

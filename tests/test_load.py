@@ -219,7 +219,9 @@ print(json.dumps({"growth": (peak - base) * 1024, "weights": weights}))
 """
 
 
-@pytest.mark.parametrize("file_dtype, dtype", [("float16", "float32"), ("float32", "float32"), ("float32", "bfloat16")])
+@pytest.mark.parametrize("file_dtype, dtype", [("float16", "float32"),  # the others under -m slow (suite budget)
+                                               pytest.param("float32", "float32", marks=pytest.mark.slow),
+                                               pytest.param("float32", "bfloat16", marks=pytest.mark.slow)])
 def test_loading_never_holds_weights_twice(tmp_path, file_dtype, dtype):
     """Peak memory while loading stays at the weights plus one tensor's worth (no mmap, no second copy)."""
     import subprocess

@@ -67,7 +67,7 @@ def _unet_inputs(cfg: UNetConfig, b: int, t: int, h: int, w: int, tokens: int,
             torch.randn(n, tokens, cfg.context_dim, generator=g), torch.randn(n, cfg.adm_in_channels, generator=g))
 
 
-@pytest.mark.parametrize("tokens", [1, 3])
+@pytest.mark.parametrize("tokens", [1, pytest.param(3, marks=pytest.mark.slow)])  # 3: -m slow (suite budget)
 def test_unet_in_pieces_equals_whole(unet: UNet, tokens: int) -> None:
     args = _unet_inputs(unet.config, b=2, t=5, h=16, w=24, tokens=tokens)
     before = [a.clone() for a in args]
