@@ -186,22 +186,9 @@ def attention_kernels(run: Callable[[], Any], device: str) -> str:
 
 
 def timed_once(run: Callable[[], Any], device: str) -> tuple[float, float]:
-    """(seconds, peak bytes above what was allocated before; nan on a CPU) of one call."""
-    gc.collect()
-    base = 0
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    with torch.inference_mode():
-        _sync(device)
-        t0 = time.perf_counter()
-        out = run()
-        _sync(device)
-        seconds = time.perf_counter() - t0
-        del out
-    peak = torch.cuda.max_memory_allocated() - base if device.startswith("cuda") else float("nan")
-    return seconds, peak
+    """(seconds, peak bytes above what was allocated before; nan on a CPU) of one call (gpu_stages.run_stage)."""
+    r = run_stage(run, device, 1, warmup=0)
+    return r["seconds"], r["peak"]
 
 
 @contextmanager
