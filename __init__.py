@@ -13,6 +13,10 @@ import sys
 if importlib.util.find_spec("svd_core") is None:
     sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 
+# The frontend's files: node help pages (web/docs/<NodeId>.md, web/docs/<NodeId>/<lang>.md) and the small
+# extension that grows the keyframe node's image inputs (web/js/).
+WEB_DIRECTORY = "./web"
+
 
 async def comfy_entrypoint():  # -> comfy_api.latest.ComfyExtension
     from comfy_api.latest import ComfyExtension
