@@ -40,6 +40,7 @@ class StableVideoExtend(io.ComfyNode):
             node_id="StableVideoExtend",
             display_name="Stable Video Extend (exact)",
             category=schema.CATEGORY,
+            **schema.aliases("extend video", "long video", "continue video"),
             description="Continues a video by more clips. Each clip is conditioned on the video's last frame and "
                         "its first `overlap` latent frames are held to the video's last ones at every step, so the "
                         "motion carries across the seam; those frames are not repeated in the output. Returns the "
@@ -78,13 +79,15 @@ class StableVideoExtend(io.ComfyNode):
                 schema.number("motion_bucket_id", schema.REFERENCE.motion_bucket_id,
                               "Amount of motion; keep the first clip's."),
                 schema.number("cond_aug", schema.REFERENCE.cond_aug,
-                              "Noise added to each clip's conditioning frame (reference 0.02).", step=0.001),
+                              "Noise added to each clip's conditioning frame (reference 0.02).", step=0.001,
+                              expert=True),
                 io.Boolean.Input("color_anchor", default=True,
                                  tooltip="Match each new clip's colour statistics (per channel mean and deviation) "
                                          "to the given video's, against drift over many clips."),
                 io.Int.Input("frames_per_chunk", default=0, min=0, max=MAX_FRAMES,
                              tooltip="Frames decoded together; 0 = the loaded model's preset (the reference's "
-                                     f"{schema.REFERENCE.decode_chunk_size} for SVD and SVD-XT)."),
+                                     f"{schema.REFERENCE.decode_chunk_size} for SVD and SVD-XT).",
+                             **schema.advanced(io.Int.Input)),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="The whole video: given frames, then new ones.")],
         )

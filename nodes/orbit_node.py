@@ -56,6 +56,7 @@ class StableVideoOrbitConditioning(io.ComfyNode):
             node_id="StableVideoOrbitConditioning",
             display_name="Stable Video Orbit Conditioning (SV3D, exact)",
             category=schema.CATEGORY,
+            **schema.aliases("sv3d", "orbit", "novel view", "multi view", "turntable"),
             description="SV3D's conditioning, as Stability's reference makes it: the object (alpha, or the mask) "
                         "centred on white at 576x576, its CLIP embedding and VAE latent, and for SV3D_p the camera "
                         "path (elevation and azimuth per frame). Wire a background-removal node's image and mask "
@@ -77,7 +78,7 @@ class StableVideoOrbitConditioning(io.ComfyNode):
                                         "measured so that the last frame is the input view. Empty: the "
                                         "reference's even orbit (360/frames apart, ending at 0)."),
                 schema.number("cond_aug", SV3D.cond_aug, "Noise added to the image before VAE encoding "
-                              "(the reference forces 1e-5 for SV3D).", step=0.00001),
+                              "(the reference forces 1e-5 for SV3D).", step=0.00001, expert=True),
                 schema.seed("Seed of the augmentation noise (drawn on the CPU). Image i of a batch uses seed + i."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Optional: the object's mask (1 = object), e.g. from a background-removal "

@@ -121,6 +121,7 @@ class StableVideoCheckpointLoader(io.ComfyNode):
             node_id="StableVideoCheckpointLoader",
             display_name="Load Stable Video Checkpoint (exact)",
             category=schema.CATEGORY,
+            **schema.aliases("svd checkpoint", "load svd", "svd_xt_1_1", "sv3d", "animatelcm"),
             description="Loads an SVD / SVD-XT / SVD-XT 1.1 checkpoint (the official single .safetensors "
                         "file, or a diffusers folder placed in the checkpoints folder), the image-decoder SVDs "
                         "(svd_image_decoder, svd_xt_image_decoder) or SV3D (sv3d_u, sv3d_p; told by their tensors) "
@@ -205,6 +206,7 @@ class StableVideoConditioning(io.ComfyNode):
             node_id="StableVideoConditioning",
             display_name="Stable Video Conditioning (exact)",
             category=schema.CATEGORY,
+            **schema.aliases("svd conditioning", "first last frame", "seamless loop"),
             description="Encodes B images into B video conditionings like the reference: CLIP image "
                         "embedding, VAE latent of the noise-augmented frame, and fps / motion / "
                         "augmentation micro-conditioning. The negative zeroes the image parts.",
@@ -229,7 +231,7 @@ class StableVideoConditioning(io.ComfyNode):
                                "(SVD-XT 1.1 was fine-tuned at it)."),
                 schema.number("cond_aug", schema.REFERENCE.cond_aug,
                                "Noise added to the start image before VAE encoding (the reference's cond_aug, default "
-                               "0.02); also given to the model as conditioning.", step=0.001),
+                               "0.02); also given to the model as conditioning.", step=0.001, expert=True),
                 schema.seed("Seed of the augmentation noise (drawn on the CPU: same on every device). Image i of a "
                              "batch uses seed + i, so it gets what it would get alone with that seed."),
                 io.Image.Input("end_image", optional=True,
@@ -289,6 +291,7 @@ class StableVideoEmptyLatent(io.ComfyNode):
             node_id="StableVideoEmptyLatent",
             display_name="Empty Stable Video Latent (exact)",
             category=schema.CATEGORY,
+            **schema.aliases("svd latent", "empty video latent"),
             description="An empty LATENT for batch_size videos of `frames` frames, frames folded into the "
                         "batch (B*T images), so ComfyUI's latent nodes and previews keep working. Wire the "
                         "conditioning to take its size from there (the size is then typed once).",
@@ -336,6 +339,7 @@ class StableVideoSampler(io.ComfyNode):
             node_id="StableVideoSampler",
             display_name="Stable Video Sampler (exact)",
             category=schema.CATEGORY,
+            **schema.aliases("svd sampler", "video sampler"),
             description="Samples the videos like the reference: EDM (Karras) sigmas, per-frame classifier-free "
                         "guidance from min_cfg to max_cfg, cond and uncond in one batch. Shows progress and a "
                         "preview of every frame; cancelling stops within one step.",
@@ -365,10 +369,13 @@ class StableVideoSampler(io.ComfyNode):
                                        "sampling on its 40-level schedule, 4 steps, min_cfg 1.0, max_cfg 1.2, "
                                        "motion bucket 80 in its authors' demo."),
                 schema.number("sigma_min", schema.REFERENCE.sigma_min,
-                               "Smallest noise level of the Karras schedule (reference 0.002).", step=0.0001),
+                               "Smallest noise level of the Karras schedule (reference 0.002).", step=0.0001,
+                               expert=True),
                 schema.number("sigma_max", schema.REFERENCE.sigma_max,
-                               "Largest noise level of the Karras schedule (reference 700).", step=0.1),
-                schema.number("rho", schema.REFERENCE.rho, "Karras schedule exponent (reference 7).", step=0.1),
+                               "Largest noise level of the Karras schedule (reference 700).", step=0.1,
+                               expert=True),
+                schema.number("rho", schema.REFERENCE.rho, "Karras schedule exponent (reference 7).", step=0.1,
+                              expert=True),
                 schema.number("denoise", 1.0, "1 = start from pure noise (reference). Below 1, re-noise the input "
                                                 "latent and run only the last part of the schedule.", step=0.01),
             ],
@@ -466,6 +473,7 @@ class StableVideoDecode(io.ComfyNode):
             node_id="StableVideoDecode",
             display_name="Stable Video Decode (exact)",
             category=schema.CATEGORY,
+            **schema.aliases("svd decode", "vae decode video"),
             description="Decodes a video latent with SVD's temporal VAE decoder in fixed chunks of frames, "
                         "so the result never depends on free memory. Returns all frames as one IMAGE batch "
                         "(video after video), ready for ComfyUI's video save nodes.",
@@ -477,7 +485,8 @@ class StableVideoDecode(io.ComfyNode):
                                      f"the reference's {schema.REFERENCE.decode_chunk_size} (SVD, SVD-XT), "
                                      f"{schema.LCM.decode_chunk_size} for AnimateLCM-SVD-xt. "
                                      "Fixed, never chosen from free memory: another value gives (slightly) different "
-                                     "frames."),
+                                     "frames.",
+                             **schema.advanced(io.Int.Input)),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="Frames [B*T, H, W, 3], video after video."),
                      io.Video.Output(display_name="video",
