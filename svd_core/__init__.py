@@ -3,7 +3,8 @@ exact to the reference implementation (Stability-AI/generative-models). No Comfy
 
 The parts, each importing only those listed after it:
 - app/        the programs: command line, one request to one video file, the Ray batch job;
-- video/      the video flow: a request, conditioning, sampling (plain, keyframes, loops), decoding, extend;
+- video/      the video flow: a request, conditioning, sampling (plain, keyframes, loops), decoding, extend,
+              keyframe sequences;
 - weights/    files to models: read and validate, detect the layout, rename, build; random weights;
 - nets/       the networks (UNet, image encoder, VAE), their attribute names mirroring the checkpoint keys;
 - diffusion/  EDM preconditioning, schedules and samplers, per-frame guidance;
@@ -31,6 +32,7 @@ from .video.generate import generate
 from .video.keyframes import sample_keyframes
 from .video.request import VideoRequest
 from .video.sample import SAMPLER_NAMES, HeldFrames, sample_video
+from .video.sequence import generate_keyframes
 from .weights.load import CheckpointError, load_models
 from .weights.models import SVDModels, build_models
 from .weights.random_weights import random_models, randomize_, save_random_checkpoint
@@ -41,7 +43,8 @@ __all__ = [
     "UNetConfig", "VAE",
     "VAEConfig", "VideoNoise", "video_seeds", "Conditioning", "Keyframes", "embed_vector", "encode_conditioning",
     "encode_keyframes", "decode_chunk", "decode_latents", "extend", "make_video", "generate", "sample_keyframes",
-    "VideoRequest", "SAMPLER_NAMES", "HeldFrames", "sample_video", "CheckpointError", "load_models", "SVDModels",
+    "generate_keyframes", "VideoRequest", "SAMPLER_NAMES", "HeldFrames", "sample_video", "CheckpointError",
+    "load_models", "SVDModels",
     "build_models", "random_models", "randomize_", "save_random_checkpoint", "FAMILIES", "Family", "orbit_image",
     "ImageDecoder", "camera_path", "camera_radians",
 ]
