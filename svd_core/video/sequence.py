@@ -51,16 +51,16 @@ def segment_lengths(segment_frames: int | Sequence[int] | None, segments: int, d
     """The frames of each of `segments` segments, both keyframes included: `default` for every segment (None),
     one number for every segment, or one per segment. ValueError naming `name` (and the segment) for a count
     that does not match, or a length below `least` (the sampler's 2) or above checks.MAX_FRAMES."""
-    if segment_frames is None:
-        lengths = [default] * segments
-    elif isinstance(segment_frames, int) and not isinstance(segment_frames, bool):
-        lengths = [segment_frames] * segments
-    else:
+    per_segment = isinstance(segment_frames, Sequence)
+    lengths: list[object]
+    if isinstance(segment_frames, Sequence):
         lengths = list(segment_frames)
         if len(lengths) != segments:
             raise ValueError(f"{name} has {len(lengths)} value(s) for {segments + 1} keyframes; give one per "
                              f"segment ({segments}), the frames between two keyframes, both included")
-    per_segment = segment_frames is not None and not isinstance(segment_frames, int)
+    else:
+        lengths = [default if segment_frames is None else segment_frames] * segments
+    checked: list[int] = []
     for k, f in enumerate(lengths):
         where = f"{name}, segment {k + 1} (keyframe_{k + 1} to keyframe_{k + 2})," if per_segment else name
         if isinstance(f, bool) or not isinstance(f, int):
@@ -68,7 +68,8 @@ def segment_lengths(segment_frames: int | Sequence[int] | None, segments: int, d
         if not least <= f <= MAX_FRAMES:
             raise ValueError(f"{where} is {f} frames; a segment needs {least} to {MAX_FRAMES} frames, its two "
                              "keyframes included")
-    return lengths
+        checked.append(f)
+    return checked
 
 
 def keyframe_positions(lengths: Sequence[int]) -> list[int]:
