@@ -149,3 +149,76 @@ def test_an_orbit_from_the_command_line_follows_its_camera_and_refuses_bad_paths
         with caplog.at_level(logging.ERROR, logger="svd_core"):
             assert cli.main(["generate", *common, *extra]) != 0
         assert any(message in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def _keyframe_files(d: Path) -> list[Path]:
+    """Three keyframe images of different sizes (each fitted to --width x --height like --image)."""
+    paths = []
+    for k, (w, h) in enumerate(((120, 90), (64, 64), (80, 100))):
+        rgb = np.random.default_rng(k).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        paths.append(d / f"key{k}.png")
+        Image.fromarray(rgb).save(paths[-1])
+    return paths
+
+
+def test_keyframes_from_the_command_line_are_generate_keyframes_video(inputs):
+    """--keyframes a b c --segment-frames 3,2 writes, frame for frame, what svd_core.generate_keyframes gives for
+    the fitted images (an animated PNG: 8-bit rounding only)."""
+    import torch
+
+    from svd_core import generate_keyframes, load_models
+    from svd_core.app.render import load_image
+    from svd_core.image_ops import fit_image
+
+    ckpt, _, d = inputs
+    keys = _keyframe_files(d)
+    out = d / "keyframes.png"
+    r = _run("--checkpoint", str(ckpt), "--keyframes", *map(str, keys), "--segment-frames", "3,2", "--output",
+             str(out), "--width", "64", "--height", "64", "--steps", "1", "--seed", "4", "--device", "cpu",
+             "--dtype", "fp32")
+    assert r.returncode == 0, r.stderr
+    assert "(4 frames)" in r.stderr and "2/2" in r.stderr  # 3 + 2 - 1 frames; the bar counts both segments' steps
+    models = load_models(ckpt, dtype=torch.float32, vae_dtype=torch.float32)
+    video = generate_keyframes(models, [fit_image(load_image(p), 64, 64, "crop") for p in keys],
+                               segment_frames=[3, 2], num_steps=1, seed=4)[0]
+    expected = (video.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+    with Image.open(out) as im:
+        frames = []
+        for i in range(im.n_frames):
+            im.seek(i)
+            frames.append(np.asarray(im.convert("RGB")))
+    assert len(frames) == 4
+    assert max(int(np.abs(f.astype(int) - e.astype(int)).max()) for f, e in zip(frames, expected, strict=True)) <= 1
+
+
+def test_bad_keyframe_options_are_refused_before_loading(inputs, caplog):
+    import svd_core.app.cli as cli
+
+    ckpt, img, d = inputs
+    keys = [str(p) for p in _keyframe_files(d)]
+    common = ("--checkpoint", str(d / "never_read.safetensors"), "--output", str(d / "kf_bad.webp"))
+    bad = [(("--keyframes", keys[0]), "--keyframes needs at least 2 images, got 1"),
+           (("--keyframes", keys[0], str(d / "missing.png")), f"--keyframes: image '{d / 'missing.png'}' does not"),
+           (("--keyframes", *keys, "--segment-frames", "3"), "--segment-frames has 1 value(s) for 3 keyframes"),
+           (("--keyframes", *keys, "--segment-frames", "3,1"), "--segment-frames, segment 2 (keyframe_2 to "
+                                                             "keyframe_3), is 1 frames; a segment needs 2"),
+           (("--keyframes", *keys, "--segment-frames", "3,x"), "--segment-frames: '3,x' is not a list of whole"),
+           (("--keyframes", *keys, "--segment-frames", "3,3", "--frames", "3"), "--frames and --segment-frames"),
+           (("--image", str(img), "--segment-frames", "3"), "--segment-frames goes with --keyframes"),
+           (("--keyframes", *keys, "--end-image", str(img)), "--keyframes and --end-image exclude each other"),
+           (("--keyframes", *keys, "--loop"), "--keyframes and --loop exclude each other"),
+           (("--keyframes", *keys, "--frames", "1"), "--frames is 1 frames; a segment needs 2")]
+    for extra, message in bad:
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="svd_core"):
+            assert cli.main(["generate", *common, *extra]) == 2
+        assert any(message in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+        assert "not found" not in caplog.text  # refused before the checkpoint is even looked for
+    with pytest.raises(SystemExit):  # argparse: one of --image and --keyframes, not both
+        cli.parser().parse_args(["generate", *common, "--image", str(img), "--keyframes", *keys])
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="svd_core"):  # an orbit model: refused once it is loaded
+        sv3d = save_random_checkpoint(d / "sv3d_u.safetensors", SVDConfig.tiny("sv3d_u"), seed=1)
+        assert cli.main(["generate", "--checkpoint", str(sv3d), "--output", str(d / "kf_orbit.webp"),
+                         "--keyframes", *keys, "--device", "cpu"]) == 2
+    assert "--keyframes: the loaded model (sv3d_u) makes orbits" in caplog.text

@@ -1,4 +1,5 @@
-"""`python -m svd_core generate`: one image in, one video file out (WebP, GIF, PNG, or MP4 through PyAV);
+"""`python -m svd_core generate`: one image (or 2 or more keyframes) in, one video file out (WebP, GIF, PNG, or MP4
+through PyAV);
 `python -m svd_core batch`: a folder of images to videos on Ray workers (svd_core/batch.py)."""
 from __future__ import annotations
 
@@ -16,10 +17,22 @@ from ..config import COMPUTE_DTYPES, PRESETS
 from ..diffusion import parallel
 from ..diffusion.guidance import GUIDANCE_SCHEDULES
 from ..image_ops import RESIZE_MODES
+from ..video.request import VideoRequest
 from ..video.sample import SAMPLER_NAMES
+from ..video.sequence import parse_segment_frames, segment_lengths
 from ..weights.load import CheckpointError
+from ..weights.models import SVDModels
 from . import batch
-from .render import VIDEO_SUFFIXES, RenderOptions, file_fps, open_models, option_errors, render, request_for
+from .render import (
+    VIDEO_SUFFIXES,
+    RenderOptions,
+    file_fps,
+    open_models,
+    option_errors,
+    render,
+    render_keyframes,
+    request_for,
+)
 
 log = logging.getLogger("svd_core")
 
@@ -84,10 +97,18 @@ def _model_options(g: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m svd_core", description="Stable Video Diffusion image-to-video")
     sub = p.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("generate", help="turn one image into a video file")
-    g.add_argument("--image", required=True, type=Path, help="input image (any format Pillow reads)")
+    g = sub.add_parser("generate", help="turn one image (or a sequence of keyframes) into a video file")
+    given = g.add_mutually_exclusive_group(required=True)
+    given.add_argument("--image", type=Path, help="input image (any format Pillow reads)")
+    given.add_argument("--keyframes", type=Path, nargs="+", default=None, metavar="IMAGE",
+                       help="2 or more images: one video through each in order, every segment between two of them "
+                            "a first-to-last video (ViBiDSampler) of --frames frames, both keyframes included; each "
+                            "image fitted like --image")
     g.add_argument("--end-image", type=Path, default=None,
                    help="last frame: the video ends on it (ViBiDSampler; fitted like --image)")
+    g.add_argument("--segment-frames", default=None, metavar="F1,F2,...",
+                   help="with --keyframes: the frames of each segment, one per pair of keyframes, e.g. 25,14 for 3 "
+                        "keyframes (instead of --frames for all)")
     g.add_argument("--output", required=True, type=Path,
                    help="out.webp, out.gif, out.png (animated PNG, lossless) or out.mp4 (MP4 needs PyAV)")
     _model_options(g)
@@ -135,11 +156,42 @@ CHECKPOINT_HELP = ("checkpoint '{}' not found. Download svd_xt_1_1.safetensors (
                    "its path; in ComfyUI it belongs in ComfyUI/models/checkpoints/.")
 
 
+def keyframe_errors(args: argparse.Namespace) -> tuple[list[str], list[int] | None]:
+    """The problems of --keyframes / --segment-frames and the options they exclude, found before anything is
+    loaded, and the frames of each segment --segment-frames gives (None: --frames or the preset's for all)."""
+    if args.keyframes is None:
+        return (["--segment-frames goes with --keyframes (the frames between two keyframes)"]
+                if args.segment_frames is not None else []), None
+    errors = []
+    if len(args.keyframes) < 2:
+        errors.append(f"--keyframes needs at least 2 images, got {len(args.keyframes)}")
+    errors += [f"--keyframes: image '{p}' does not exist" for p in args.keyframes if not p.exists()]
+    excluded = (("--end-image", args.end_image), ("--loop", args.loop), ("--cfg-parallel", args.cfg_parallel))
+    for option, value in excluded:
+        if value:
+            errors.append(f"--keyframes and {option} exclude each other: every segment runs the keyframe sampler "
+                          "from one keyframe to the next, in one process")
+    lengths = None
+    try:
+        if args.segment_frames is not None:
+            if args.frames is not None:
+                errors.append("--frames and --segment-frames exclude each other: --segment-frames gives the frames "
+                              "of each segment, --frames those of all")
+            parsed = parse_segment_frames(args.segment_frames, "--segment-frames")
+            if parsed is not None and len(args.keyframes) >= 2:
+                lengths = segment_lengths(parsed, len(args.keyframes) - 1, 0, name="--segment-frames")
+        elif args.frames is not None and args.frames >= 1 and len(args.keyframes) >= 2:  # below 1: option_errors
+            segment_lengths(args.frames, len(args.keyframes) - 1, 0, name="--frames")
+    except ValueError as e:
+        errors.append(str(e))
+    return errors, lengths
+
+
 def run_generate(args: argparse.Namespace) -> int:
     if args.output.suffix.lower() not in VIDEO_SUFFIXES:
         log.error("output '%s' must end in one of %s", args.output, VIDEO_SUFFIXES)
         return 2
-    if not args.image.exists():
+    if args.image is not None and not args.image.exists():
         log.error("input image '%s' does not exist", args.image)
         return 2
     if args.end_image is not None and not args.end_image.exists():
@@ -149,7 +201,8 @@ def run_generate(args: argparse.Namespace) -> int:
         log.error("--end-image and --loop exclude each other: a loop ends on its own first frame")
         return 2
     options = RenderOptions.of(args)
-    errors = option_errors(options)
+    errors, lengths = keyframe_errors(args)
+    errors += option_errors(options)
     if args.threads is not None and args.threads < 1:
         errors.append(f"--threads must be at least 1, got {args.threads}")
     if errors:
@@ -180,10 +233,16 @@ def run_generate(args: argparse.Namespace) -> int:
         rank = parallel.rank(group)
     try:
         models = open_models(options, device)
-        request = request_for(models, options, seed=args.seed, end_image=args.end_image is not None)
+        if args.keyframes is not None and models.config.kind.orbit:
+            raise ValueError(f"--keyframes: the loaded model ({models.config.name}) makes orbits of an object; a "
+                             "keyframe sequence is made of first-to-last videos, which need an SVD model")
+        request = request_for(models, options, seed=args.seed,
+                              end_image=args.end_image is not None or args.keyframes is not None)
     except (CheckpointError, ValueError) as e:
         log.error("%s", e)
         return 2
+    if args.keyframes is not None:
+        return _run_keyframes(args, models, request, options, lengths)
     if rank == 0:
         log.info("%s: %dx%d, %d frames, %d steps, seed %d", request.preset, request.width, request.height,
                  request.num_frames, request.num_steps, args.seed)
@@ -194,6 +253,18 @@ def run_generate(args: argparse.Namespace) -> int:
         log.info("wrote %s (%d frames)", args.output, frames)
     if group is not None:
         parallel.finish()
+    return 0
+
+
+def _run_keyframes(args: argparse.Namespace, models: SVDModels, request: VideoRequest, options: RenderOptions,
+                   lengths: list[int] | None) -> int:
+    per_segment = lengths or [request.num_frames] * (len(args.keyframes) - 1)
+    log.info("%s: %dx%d, %d keyframes, segments of %s frames, %d steps each, seed %d", request.preset, request.width,
+             request.height, len(args.keyframes), ", ".join(map(str, per_segment)), request.num_steps, args.seed)
+    frames = render_keyframes(models, request, args.keyframes, args.output, fps=file_fps(models, options),
+                              segment_frames=per_segment, decode_chunk_size=options.decode_chunk_size,
+                              callback=ProgressBar(request.num_steps * len(per_segment), enabled=not args.quiet))
+    log.info("wrote %s (%d frames)", args.output, frames)
     return 0
 
 

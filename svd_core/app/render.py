@@ -1,4 +1,5 @@
-"""One image file to one video file: the options, the checks, the models and the request they name.
+"""One image file (or a sequence of keyframe files) to one video file: the options, the checks, the models and the
+request they name.
 
 Shared by the command line (`python -m svd_core generate`) and the batch job's workers, so a batch's video is
 byte for byte the one the command line makes from the same image and seed (on the same device, with the same
@@ -10,6 +11,7 @@ import dataclasses
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -20,14 +22,16 @@ from PIL import Image
 
 from ..checks import check_number, check_size, schedule_errors
 from ..config import COMPUTE_DTYPES, DTYPES, FAMILIES
+from ..image_ops import fit_image
 from ..video.flow import make_video
 from ..video.request import VideoRequest
 from ..video.sample import StepCallback
+from ..video.sequence import generate_keyframes
 from ..weights.load import load_models
 from ..weights.models import SVDModels
 
 __all__ = ["VIDEO_SUFFIXES", "RenderOptions", "load_image", "open_models", "option_errors", "render",
-           "request_for", "write_video"]
+           "render_keyframes", "request_for", "write_video"]
 
 VIDEO_SUFFIXES = (".webp", ".gif", ".png", ".mp4")
 COMPUTE = {name: DTYPES[name] for name in COMPUTE_DTYPES}
@@ -197,7 +201,27 @@ def render(models: SVDModels, request: VideoRequest, image: Path | BinaryIO, out
     last = None if end_image is None else load_image(end_image)
     video = make_video(models, request, frame, last, callback=callback, cfg_parallel=cfg_parallel)
     if write:
-        partial = output.with_name(f".partial-{output.name}")
-        write_video(video[0], partial, fps)
-        os.replace(partial, output)
+        _write_whole(video[0], output, fps)
     return int(video.shape[1])
+
+
+def render_keyframes(models: SVDModels, request: VideoRequest, keyframes: Sequence[Path], output: Path, *, fps: int,
+                     segment_frames: Sequence[int], decode_chunk_size: int | None = None,
+                     callback: StepCallback | None = None) -> int:
+    """2 or more keyframe files to one video file through each in order (svd_core.generate_keyframes), each
+    fitted to the request's size with its resize mode; every segment takes the request's settings (its steps,
+    fps_id, motion bucket, cond_aug, seed) and its own frame count. Returns the number of frames."""
+    frames = [fit_image(load_image(path), request.width, request.height, request.resize_mode) for path in keyframes]
+    video = generate_keyframes(
+        models, frames, segment_frames=list(segment_frames), num_steps=request.num_steps, fps_id=request.fps_id,
+        motion_bucket_id=request.motion_bucket_id, cond_aug=request.cond_aug, seed=request.seed,
+        decode_chunk_size=decode_chunk_size, callback=callback, resize_mode=request.resize_mode)
+    _write_whole(video[0], output, fps)
+    return int(video.shape[1])
+
+
+def _write_whole(frames: torch.Tensor, output: Path, fps: int) -> None:
+    """The file written whole or not at all: a temporary name, then renamed."""
+    partial = output.with_name(f".partial-{output.name}")
+    write_video(frames, partial, fps)
+    os.replace(partial, output)
