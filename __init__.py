@@ -23,11 +23,13 @@ async def comfy_entrypoint():  # -> comfy_api.latest.ComfyExtension
 
     from .nodes.core_bridge import BRIDGE_NODES
     from .nodes.extend_node import EXTEND_NODES
+    from .nodes.keyframe_sequence_node import KEYFRAME_NODES
     from .nodes.orbit_node import ORBIT_NODES
     from .nodes.svd_nodes import NODES
 
     class StableVideoExactExtension(ComfyExtension):
         async def get_node_list(self) -> list:
-            return list(NODES) + list(ORBIT_NODES) + list(EXTEND_NODES) + list(BRIDGE_NODES)
+            return (list(NODES) + list(ORBIT_NODES) + list(EXTEND_NODES) + list(BRIDGE_NODES)
+                    + list(KEYFRAME_NODES))
 
     return StableVideoExactExtension()
