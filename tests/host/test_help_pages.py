@@ -344,7 +344,8 @@ def test_code_spans_name_only_what_the_pack_has(schemas: dict[str, dict[str, Any
     preset, a template or one of the reference's names the pages quote."""
     import svd_core
 
-    known = set(svd_core.PRESETS) | set(hostenv.WORKFLOW_NAMES) | {"image_frame_ratio"}
+    templates = {p.stem for p in (REPO / "example_workflows").glob("*.json") if p.name != "index.json"}
+    known = set(svd_core.PRESETS) | templates | {"image_frame_ratio"}
     for info in schemas.values():
         known |= set(info["output_name"])
         for name, (kind, opts, _) in inputs_of(info).items():
