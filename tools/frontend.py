@@ -48,9 +48,11 @@ def command(page: Any, name: str) -> None:
     page.evaluate("(name) => window.app.extensionManager.command.execute(name)", name)
 
 
-def load_workflow(page: Any, workflow: dict[str, Any]) -> None:
-    """What opening a template does: app.loadGraphData."""
-    page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+def load_workflow(page: Any, workflow: dict[str, Any], *, missing_models_dialog: bool = True) -> None:
+    """What opening a template does: app.loadGraphData (without the missing-models dialog when told, as
+    for a thumbnail: a test server has none of the templates' models)."""
+    page.evaluate("async ([wf, dialog]) => { await window.app.loadGraphData(wf, true, true, null, "
+                  "{showMissingModelsDialog: dialog}); }", [workflow, missing_models_dialog])
     page.wait_for_timeout(300)
 
 

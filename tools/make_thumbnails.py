@@ -68,7 +68,7 @@ def main() -> int:
         raise SystemExit("no Chromium found (install Debian's `chromium`, or set CHROMIUM_PATH)")
     from playwright.sync_api import sync_playwright
 
-    names = args.names or sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
+    names = args.names or sorted(p.stem for p in (REPO / "example_workflows").glob("*.json") if p.stem != "index")
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_server(args.comfyui, Path(tmp))
         try:
@@ -78,7 +78,7 @@ def main() -> int:
                 frontend.command(page, "Comfy.Canvas.ToggleMinimap")
                 for name in names:
                     workflow = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
-                    frontend.load_workflow(page, workflow)
+                    frontend.load_workflow(page, workflow, missing_models_dialog=False)
                     out = REPO / "example_workflows" / f"{name}.jpg"
                     frontend.draw(page, out)
                     log.info("wrote %s", out.relative_to(REPO))

@@ -17,7 +17,9 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "example_workflows"
 WORKFLOW_NAMES = ("image_to_video", "text_to_image_to_video", "batch_of_images", "first_last_frame", "seamless_loop",
-                  "long_video", "animatelcm_fast", "image_to_orbit")
+                  "long_video", "animatelcm_fast", "image_to_orbit", "keyframe_sequence")
+# example_workflows/ also holds index.json (titles and descriptions), which ComfyUI lists as a template too
+TEMPLATE_INDEX = "index"
 COMFY = Path(os.environ.get("COMFYUI_PATH", "~/ComfyUI")).expanduser()
 HAVE_COMFY = (COMFY / "main.py").is_file() and (COMFY / "nodes.py").is_file()
 SKIP_REASON = f"ComfyUI not found at {COMFY} (set COMFYUI_PATH to a ComfyUI checkout to run the host tests)"
@@ -404,4 +406,7 @@ if __name__ == "__main__":  # python3 tests/host/hostenv.py [NAME ...]: (re)writ
     comfy_nodes = start_inprocess_host(Path(tempfile.mkdtemp()))
     for wf_name in sys.argv[1:] or WORKFLOW_NAMES:
         ui_wf = api_to_ui(load_api(wf_name), comfy_nodes.NODE_CLASS_MAPPINGS, wf_name)
+        old = WORKFLOWS / f"{wf_name}.json"
+        if old.is_file() and "models" in (previous := json.loads(old.read_text())):
+            ui_wf["models"] = previous["models"]  # the files the frontend offers to download stay listed
         (WORKFLOWS / f"{wf_name}.json").write_text(json.dumps(ui_wf, indent=2) + "\n")

@@ -68,7 +68,8 @@ def test_template_loads_in_the_frontend_as_its_api_twin(page: Any, object_info: 
 
 def test_templates_are_listed_with_thumbnails(server: Any) -> None:
     code, templates = server.request("/workflow_templates")
-    assert code == 200 and sorted(templates[PACK]) == sorted(hostenv.WORKFLOW_NAMES)
+    # the server lists index.json too; the pack's web/js/templates.js keeps it out of the Template Browser
+    assert code == 200 and sorted(templates[PACK]) == sorted([*hostenv.WORKFLOW_NAMES, hostenv.TEMPLATE_INDEX])
     for name in hostenv.WORKFLOW_NAMES:
         thumb = hostenv.WORKFLOWS / f"{name}.jpg"
         assert thumb.is_file(), f"{thumb.name} is missing: run tools/make_thumbnails.py"
@@ -84,6 +85,9 @@ def test_the_template_browser_shows_them_under_the_packs_name(page: Any) -> None
     page.get_by_text(PACK, exact=True).first.click()
     page.wait_for_timeout(2000)
     text = page.inner_text("body")
+    cards = page.evaluate("() => Array.from(document.querySelectorAll('[data-testid^=\"template-workflow-\"]'))"
+                          ".map(e => e.getAttribute('data-testid'))")
+    assert cards and not [c for c in cards if c.endswith(f"-{hostenv.TEMPLATE_INDEX}")], f"index.json shown: {cards}"
     for name in hostenv.WORKFLOW_NAMES:
         assert name in text, f"the Template Browser does not show {name}"
         if f"{name}.jpg" not in fetched:  # the cards load their images lazily, when scrolled into view

@@ -30,7 +30,8 @@ def test_object_info_lists_the_nodes_with_tooltips(server: Any) -> None:
                 assert spec[1].get("tooltip"), f"{node_id}.{name}"
     assert hostenv.SVD_CKPT in info["StableVideoCheckpointLoader"]["input"]["required"]["ckpt_name"][1]["options"]
     code, templates = server.request("/workflow_templates")
-    assert code == 200 and sorted(templates["comfyui-svd-exact"]) == sorted(hostenv.WORKFLOW_NAMES)
+    assert code == 200 and sorted(templates["comfyui-svd-exact"]) == sorted([*hostenv.WORKFLOW_NAMES,
+                                                                              hostenv.TEMPLATE_INDEX])
 
 
 @pytest.mark.parametrize("name", hostenv.WORKFLOW_NAMES)
