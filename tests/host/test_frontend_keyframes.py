@@ -1,6 +1,7 @@
 """The keyframe-sequence node in ComfyUI's real web frontend (headless Chromium): web/js/keyframes.js shows the
 connected keyframes plus one empty slot, the node grows as images are connected and shrinks as they are
-disconnected, and the keyframe_sequence template, loaded and regrown, makes its API twin (app.graphToPrompt)."""
+disconnected, and the keyframe_sequence template, loaded, regrown, saved and opened again, makes its API twin
+(app.graphToPrompt)."""
 from __future__ import annotations
 
 import sys
@@ -91,5 +92,9 @@ def test_the_template_grows_to_three_keyframes_and_makes_its_api_twin(page: Any)
     _disconnect(page, seq, "keyframe_3")
     assert _keyframe_slots(page, seq) == [("keyframe_1", True), ("keyframe_2", True), ("keyframe_3", False)]
     _connect(page, scale, seq, "keyframe_3")  # a third image again: keyframe_3 connected, keyframe_4 empty
+    assert _keyframe_slots(page, seq) == shown
+    assert frontend.prompt(page) == hostenv.load_api(TEMPLATE)
+    saved = page.evaluate("() => window.app.graph.serialize()")  # saved as grown, then opened again
+    frontend.load_workflow(page, saved)
     assert _keyframe_slots(page, seq) == shown
     assert frontend.prompt(page) == hostenv.load_api(TEMPLATE)
