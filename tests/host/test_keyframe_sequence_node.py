@@ -48,15 +48,15 @@ def test_the_node_gives_generate_keyframes_frames_and_counts_its_steps_over_all_
     comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: seen.append((value, total)))
     try:
         images, video = comfy_nodes.NODE_CLASS_MAPPINGS[NODE].execute(
-            model=model, clip_vision=clip, vae=vae, **keys, **_widgets(segment_frames="4, 3", steps=2)).result
+            model=model, clip_vision=clip, vae=vae, **keys, **_widgets(segment_frames="4, 3")).result
     finally:
         comfy.utils.set_progress_bar_global_hook(before)
     assert images.shape == (4 + 3 - 1, SIZE, SIZE, 3)
-    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]  # 2 steps in each of the 2 segments, one bar
+    assert seen == [(1, 2), (2, 2)]  # the step of each of the 2 segments, on one bar
     parts = svd_core.SVDModels(model.module, clip.module, vae.module, model.config)
     bchw = [k.permute(0, 3, 1, 2) for k in keys.values()]
     expected = svd_core.generate_keyframes(
-        parts, [bchw[0], fit_image(bchw[1], SIZE, SIZE, "crop"), bchw[2]], segment_frames=[4, 3], num_steps=2,
+        parts, [bchw[0], fit_image(bchw[1], SIZE, SIZE, "crop"), bchw[2]], segment_frames=[4, 3], num_steps=1,
         fps_id=8, motion_bucket_id=100, cond_aug=0.02, seed=5)
     assert torch.equal(images, expected[0].permute(0, 2, 3, 1))
     parts_of_video = video.get_components()
@@ -89,11 +89,11 @@ def test_cancelling_stops_within_one_step(comfy_nodes: Any, loaded: tuple[Any, .
         with pytest.raises(mm.InterruptProcessingException):
             comfy_nodes.NODE_CLASS_MAPPINGS[NODE].execute(
                 model=model, clip_vision=clip, vae=vae, keyframe_1=_image(6), keyframe_2=_image(7),
-                keyframe_3=_image(8), **_widgets(steps=2))
+                keyframe_3=_image(8), **_widgets())
     finally:
         comfy.utils.set_progress_bar_global_hook(before)
         mm.interrupt_current_processing(False)
-    assert seen == [1]  # the second step of the first segment never ran
+    assert seen == [1]  # one step a segment: the second segment stops at its first step, before reporting it
 
 
 def test_bad_inputs_are_refused_naming_them_before_any_model_work(
