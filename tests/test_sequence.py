@@ -98,7 +98,8 @@ def test_bad_keyframes_and_segment_lengths_are_refused_before_any_work(
         (dict(keyframes=[one, one, one], segment_frames=[3]), "segment_frames has 1 value(s) for 3 keyframes"),
         (dict(keyframes=[one, one, one], segment_frames=[3, 1]), "segment 2 (keyframe_2 to keyframe_3), is 1 frames"),
         (dict(keyframes=[one, one], segment_frames=1), "segment_frames is 1 frames; a segment needs 2"),
-        (dict(keyframes=[one, one], num_steps=0), "num_steps"),
+        (dict(keyframes=[one, one], num_steps=0), "num_steps must be between 1"),
+        (dict(keyframes=[one, one], resize_mode="fill"), "resize_mode must be one of"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..checks import MAX_FRAMES, check_number
-from ..image_ops import fit_image
+from ..image_ops import RESIZE_MODES, fit_image
 from ..seeds import SEED_RANGE
 from ..weights.models import SVDModels
 from .flow import make_video
@@ -132,6 +132,8 @@ def generate_keyframes(
     b, _, height, width = keyframes[0].shape
     segments = len(keyframes) - 1
     lengths = segment_lengths(segment_frames, segments, models.config.sampling.num_frames)
+    if resize_mode not in RESIZE_MODES:
+        raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
     if num_steps is not None:  # the keyframe sampler's steps are not checked by the request
         error = check_number("steps", num_steps, lambda _: "num_steps")
         if error:
