@@ -330,3 +330,16 @@ def test_patches_inside_cores_unet_are_refused_naming_them(bridge: Bridge) -> No
     (pag,) = bridge.nodes["PerturbedAttentionGuidance"].execute(bridge.model, 3.0).result
     with pytest.raises(ValueError, match=r"patches_replace\['attn1'\]"):  # set inside a step: refused there
         bridge.sample(pag)
+
+
+def test_a_controlnet_on_the_conditioning_is_refused_before_sampling(bridge: Bridge) -> None:
+    """What ControlNetApplyAdvanced leaves on CONDITIONING: a `control` entry (core's base class, with no model:
+    the refusal comes before core would run it)."""
+    import comfy.controlnet
+
+    positive = [[c, {**d, "control": comfy.controlnet.ControlBase()}] for c, d in bridge.positive]
+    with unet_calls() as rows, pytest.raises(ValueError, match="positive/negative: a ControlNet"):
+        bridge.nodes["KSampler"]().sample(bridge.model, seed=3, steps=2, cfg=2.5, sampler_name="euler",
+                                          scheduler="karras", positive=positive, negative=bridge.negative,
+                                          latent_image=bridge.latents[3], denoise=1.0)
+    assert rows == []
