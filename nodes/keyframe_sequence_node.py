@@ -89,6 +89,7 @@ class StableVideoKeyframeSequence(io.ComfyNode):
             node_id="StableVideoKeyframeSequence",
             display_name="Stable Video Keyframe Sequence (exact)",
             category=schema.CATEGORY,
+            **schema.aliases("keyframes", "keyframe sequence", "frame interpolation", "first last frame"),
             description="One video through every keyframe in order: each segment between two consecutive keyframes "
                         "is a first-to-last video (ViBiDSampler, as the conditioning node's end_image makes it), and "
                         "the segments are joined with no frame twice. Connect 2 to 16 images; a new keyframe slot "
@@ -114,14 +115,16 @@ class StableVideoKeyframeSequence(io.ComfyNode):
                 schema.number("motion_bucket_id", schema.REFERENCE.motion_bucket_id,
                               "Amount of motion: higher moves more (reference 127)."),
                 schema.number("cond_aug", schema.REFERENCE.cond_aug,
-                              "Noise added to each keyframe before encoding (reference 0.02).", step=0.001),
+                              "Noise added to each keyframe before encoding (reference 0.02).", step=0.001,
+                              expert=True),
                 io.Combo.Input("resize_mode", options=list(RESIZE_MODES), default="crop",
                                tooltip="How a keyframe of another size than keyframe_1 is fitted: crop (scale to "
                                        "cover, cut the centre), stretch (may distort), pad (scale to fit, black "
                                        "borders)."),
                 io.Int.Input("frames_per_chunk", default=0, min=0, max=MAX_FRAMES,
                              tooltip="Frames decoded together; 0 = the loaded model's preset (the reference's "
-                                     f"{schema.REFERENCE.decode_chunk_size} for SVD and SVD-XT)."),
+                                     f"{schema.REFERENCE.decode_chunk_size} for SVD and SVD-XT).",
+                             **schema.advanced(io.Int.Input)),
             ],
             outputs=[io.Image.Output(display_name="images", tooltip="All frames [T, H, W, 3], video after video."),
                      io.Video.Output(display_name="video", tooltip="The same frames as a VIDEO at fps, for core's "

@@ -221,6 +221,10 @@ def shrink(prompt: dict[str, Any], prefix: str) -> tuple[dict[str, Any], int]:
             i["steps"] = 2
         elif t == "StableVideoExtend":
             i["frames"], i["overlap"], i["steps"] = FRAMES, 1, 2
+        elif t == "StableVideoKeyframeSequence":
+            i["frames"], i["segment_frames"], i["steps"] = FRAMES, "", 2
+        elif t == "ImageScale":  # the keyframe sequence's first keyframe gives the video's size
+            i["width"], i["height"] = SIZE, SIZE
         elif t == "KSampler":
             i["steps"] = 1
         elif t == "ImageFromBatch":
@@ -232,8 +236,8 @@ def shrink(prompt: dict[str, Any], prefix: str) -> tuple[dict[str, Any], int]:
 
 
 def written_frames(prompt: dict[str, Any]) -> int:
-    """Frames each save node of a shrunk workflow writes: FRAMES, one fewer for a loop, and for every
-    extension its clips' new frames."""
+    """Frames each save node of a shrunk workflow writes: FRAMES, one fewer for a loop, for every
+    extension its clips' new frames, for a keyframe sequence FRAMES - 1 per segment plus one."""
     n = FRAMES
     for node in prompt.values():
         t, i = node["class_type"], node["inputs"]
@@ -241,6 +245,8 @@ def written_frames(prompt: dict[str, Any]) -> int:
             n -= 1
         if t == "StableVideoExtend":
             n += i["clips"] * (i["frames"] - i["overlap"])
+        if t == "StableVideoKeyframeSequence":  # one frame shared at each join
+            n = (sum(k.startswith("keyframe_") for k in i) - 1) * (i["frames"] - 1) + 1
     return n
 
 

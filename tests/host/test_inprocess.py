@@ -19,7 +19,7 @@ pytestmark = pytest.mark.host
 
 NODE_IDS = ("StableVideoCheckpointLoader", "StableVideoConditioning", "StableVideoOrbitConditioning",
             "StableVideoEmptyLatent", "StableVideoSampler", "StableVideoDecode", "StableVideoExtend",
-            "StableVideoToCoreModel")
+            "StableVideoToCoreModel", "StableVideoKeyframeSequence")
 
 
 def run(comfy_nodes: Any, prompt: dict[str, Any], executor: Any = None) -> tuple[Any, Any, Any]:
@@ -43,7 +43,7 @@ def error_text(executor: Any) -> str:
                     if ev == "execution_error")
 
 
-def test_pack_registers_its_eight_nodes_with_tooltips(comfy_nodes: Any) -> None:
+def test_pack_registers_its_nine_nodes_with_tooltips(comfy_nodes: Any) -> None:
     for node_id in NODE_IDS:
         cls = comfy_nodes.NODE_CLASS_MAPPINGS[node_id]
         info = cls.GET_NODE_INFO_V1()
@@ -58,7 +58,8 @@ def test_pack_registers_its_eight_nodes_with_tooltips(comfy_nodes: Any) -> None:
         "StableVideoConditioning": ["SVD_CONDITIONING", "SVD_CONDITIONING"],
         "StableVideoOrbitConditioning": ["SVD_CONDITIONING", "SVD_CONDITIONING"],
         "StableVideoEmptyLatent": ["LATENT"], "StableVideoSampler": ["LATENT"], "StableVideoDecode": ["IMAGE", "VIDEO"],
-        "StableVideoExtend": ["IMAGE"], "StableVideoToCoreModel": ["MODEL", "CONDITIONING", "CONDITIONING", "LATENT"]}
+        "StableVideoExtend": ["IMAGE"], "StableVideoToCoreModel": ["MODEL", "CONDITIONING", "CONDITIONING", "LATENT"],
+        "StableVideoKeyframeSequence": ["IMAGE", "VIDEO"]}
 
 
 @pytest.mark.parametrize("name", hostenv.WORKFLOW_NAMES)

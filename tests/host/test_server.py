@@ -16,7 +16,7 @@ pytestmark = pytest.mark.host
 
 NODE_IDS = ("StableVideoCheckpointLoader", "StableVideoConditioning", "StableVideoOrbitConditioning",
             "StableVideoEmptyLatent", "StableVideoSampler", "StableVideoDecode", "StableVideoExtend",
-            "StableVideoToCoreModel")
+            "StableVideoToCoreModel", "StableVideoKeyframeSequence")
 
 
 def test_object_info_lists_the_nodes_with_tooltips(server: Any) -> None:
