@@ -151,10 +151,11 @@ def test_the_reported_graph_runs_at_any_step_count(bridge: Bridge, comfy_nodes: 
     assert executor.success
     # 3 steps x 2 windows, each one call of cond and uncond as two videos of 2 frames
     assert rows == [4] * 6, rows
-    # node by node: another step count, and a sampler that evaluates between steps (Heun: 2 steps, 3 calls)
-    for steps, sampler in ((1, "euler"), (2, "heun")):
+    # node by node: another step count, a sampler that evaluates between steps (Heun: 2 steps, 3 calls), and
+    # the fuse method that averages windows as they come (relative)
+    for steps, sampler, fuse in ((1, "euler", "pyramid"), (2, "heun", "relative")):
         with unet_calls() as rows:
-            z = bridge.sample(bridge.windows(2, 1), steps=steps, sampler=sampler)
+            z = bridge.sample(bridge.windows(2, 1, fuse=fuse), steps=steps, sampler=sampler)
         assert z.shape == (3, 4, SIZE // 8, SIZE // 8) and torch.isfinite(z).all()
         assert rows == [4] * 2 * (2 * steps - 1 if sampler == "heun" else steps)
 
