@@ -49,6 +49,9 @@ def test_keyframes_take_vibid_steps_and_loops_drop_a_frame() -> None:
     ({"end_image": True, "denoise": 0.5}, "denoise is 0.5"),
     ({"sampler": "lcm", "num_steps": 41}, "steps must be at most 40 for the lcm sampler"),
     ({"decode_chunk_size": 0}, "decode_chunk_size must be at least 1 frame"),
+    ({"num_steps": 0}, "num_steps must be between 1 and 1000, got 0"),
+    ({"end_image": True, "num_steps": 0}, "num_steps must be between 1 and 1000, got 0"),
+    ({"loop": True, "num_steps": -1}, "num_steps must be between 1 and 1000, got -1"),
 ])
 def test_what_the_flow_cannot_make_is_refused_naming_it(given: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):

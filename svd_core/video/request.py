@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checks import SIZE_MULTIPLE, schedule_errors
+from ..checks import SIZE_MULTIPLE, check_number, schedule_errors
 from ..config import FAMILIES, SVDConfig
 from .camera import camera_path
 from .decode import decode_chunk
@@ -126,6 +126,9 @@ class VideoRequest:
         if s.num_frames < least:
             where = " for a loop" if loop else " between two keyframes" if keyframed else ""
             raise ValueError(f"num_frames must be at least {least}{where}, got {s.num_frames}")
+        steps_error = check_number("steps", s.num_steps, lambda _: "num_steps")
+        if steps_error:  # every sampler, the keyframe sampler too, takes at least one step
+            raise ValueError(steps_error)
         if keyframed:
             if denoise != 1.0:
                 raise ValueError(f"denoise is {denoise}, but a video with an end_image or loop samples from pure "
