@@ -226,6 +226,7 @@ class StableVideoToCoreModel(io.ComfyNode):
             node_id="StableVideoToCoreModel",
             display_name="Stable Video to Core Model (exact)",
             category=schema.CATEGORY,
+            **schema.aliases("svd to core model", "core model", "ksampler"),
             description="Hands this pack's exact UNet and conditioning to core ComfyUI nodes: a core MODEL with "
                         "the semantics of core's SVD model (EDM v-prediction, sigmas 0.002 to 700), its positive "
                         "and negative CONDITIONING, and an empty LATENT. Core KSampler, SamplerCustomAdvanced, "
