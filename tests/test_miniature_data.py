@@ -85,3 +85,20 @@ def test_other_sizes_scale_the_motion() -> None:
 def test_spec_refuses_impossible_sizes(field: str, value: int) -> None:
     with pytest.raises(ValueError, match=f"ClipSpec.{field}"):
         ClipSpec(**{field: value})
+
+
+def test_the_tracker_reads_the_truth_back_from_true_clips() -> None:
+    """tools/miniature/measure.py (what the bench reads generated clips with) on the clips themselves: the object
+    is found in every frame, at its track (its thresholded mask is whole pixels: up to 0.4 px measured, 0.5 allowed),
+    with its colour and, within its antialiased rim, its area."""
+    from tools.miniature.measure import track, true_area
+
+    for seed in range(5):
+        clip = make_clip(seed, ClipSpec(max_objects=1, brightness_p=0.0, static_p=0.0))
+        tr = track(clip.frames, clip.background)
+        assert tr.found.all()
+        assert np.hypot(*(tr.centers - clip.centers[:, 0]).T).max() < 0.5
+        assert np.abs(tr.colors - clip.colors[0]).max() < 0.1
+        area = true_area(clip.kinds[0], clip.radii[0])
+        assert np.abs(tr.areas / area - 1).max() < 0.25
+        assert abs(tr.speed() - clip.speeds[0]) < 0.3 * clip.speeds[0] + 0.3
