@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..checks import MAX_FRAMES, check_number
+from ..checks import MAX_FRAMES
 from ..image_ops import RESIZE_MODES, fit_image
 from ..seeds import SEED_RANGE
 from ..weights.models import SVDModels
@@ -134,10 +134,6 @@ def generate_keyframes(
     lengths = segment_lengths(segment_frames, segments, models.config.sampling.num_frames)
     if resize_mode not in RESIZE_MODES:
         raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
-    if num_steps is not None:  # the keyframe sampler's steps are not checked by the request
-        error = check_number("steps", num_steps, lambda _: "num_steps")
-        if error:
-            raise ValueError(error)
     requests = [VideoRequest.build(
         models.config, width=width, height=height, num_frames=f, num_steps=num_steps, fps_id=fps_id,
         motion_bucket_id=motion_bucket_id, cond_aug=cond_aug, decode_chunk_size=decode_chunk_size,
