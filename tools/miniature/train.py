@@ -1,7 +1,7 @@
 """Train the miniature SVD: the pack's own UNet, VAE (with its temporal decoder) and image encoder at a small size,
 on the synthetic clips of data.py, with the reference's objective; save it as an official single-file checkpoint.
 
-    python tools/train_miniature.py --out /tmp/miniature_svd.safetensors          # anywhere
+    python tools/train_miniature.py --out miniature_svd.safetensors               # anywhere
     python tools/train_miniature.py --overwrite                                    # replace the shipped file
 
 A run can be split (a machine's time limit): `--unet-steps 0 --out vae.safetensors`, then
@@ -45,11 +45,11 @@ numpy generators keyed by seed and step, noise from torch generators); with the 
 count the same file results. Other torch versions or thread counts change the rounding and so the weights.
 
 Measured so far (this machine: 2 cores shared with other jobs at a load of 6-10, the run at nice 19, torch 2.14.1):
-    python tools/train_miniature.py --out /tmp/mini/vae64.safetensors --vae-steps 120 --unet-steps 0 --batch 2
+    python tools/train_miniature.py --out vae64.safetensors --vae-steps 120 --unet-steps 0 --batch 2
 took 1327 s (6-18 s a step), VAE loss 0.64 -> 0.50 (mean of the first / last 25 steps), reconstruction error
 0.126 (mean |x - decode(encode(x))| in [0, 1]): far too little, the decoded clips have the wrong colours and
 blurred objects. A UNet probe on that VAE,
-    python tools/train_miniature.py --init /tmp/mini/vae64.safetensors --vae-steps 0 --unet-steps 40 --batch 4
+    python tools/train_miniature.py --init vae64.safetensors --vae-steps 0 --unet-steps 40 --batch 4
 brought the UNet loss from 0.88 to 0.67 (first / last 25 steps; 1.02 -> 0.37-0.60 by pairs of steps): the stage
 learns. A UNet step of 4 clips took 0.3-0.7 s while the machine was free and up to 110 s while it was not.
 No weights are shipped yet. The default step counts below are a
