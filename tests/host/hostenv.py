@@ -2,6 +2,7 @@
 workflows, convert UI-format workflows to API format, count written frames."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -9,6 +10,7 @@ import math
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -403,6 +405,37 @@ def api_to_ui(api: dict[str, Any], node_classes: dict[str, Any], title: str) -> 
         "last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
         "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
     }
+
+
+def browser_or_skip() -> tuple[Any, str, Any]:
+    """For a browser test module, at import: (tools/frontend.py, Chromium's path, playwright.sync_api); skips the
+    module with one line without a ComfyUI checkout, Debian's chromium or pip's playwright."""
+    import pytest
+
+    if not HAVE_COMFY:
+        pytest.skip(SKIP_REASON, allow_module_level=True)
+    sys.path.insert(0, str(REPO / "tools"))
+    import frontend
+
+    chromium = frontend.chromium_path()
+    if chromium is None:
+        pytest.skip("no Chromium found (apt install chromium, or set CHROMIUM_PATH): browser tests skipped",
+                    allow_module_level=True)
+    playwright_api = pytest.importorskip("playwright.sync_api",
+                                         reason="pip's playwright is not installed: browser tests skipped")
+    return frontend, chromium, playwright_api
+
+
+@contextlib.contextmanager
+def open_browser(url: str) -> Iterator[Any]:
+    """The app at `url` in headless Chromium (a page), closed on exit."""
+    frontend, chromium, playwright_api = browser_or_skip()
+    with playwright_api.sync_playwright() as p:
+        browser = frontend.launch(p, chromium)
+        try:
+            yield frontend.open_app(browser, url)
+        finally:
+            browser.close()
 
 
 if __name__ == "__main__":  # python3 tests/host/hostenv.py [NAME ...]: (re)write UI-format example workflows

@@ -8,7 +8,6 @@ line without them.
 """
 from __future__ import annotations
 
-import sys
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -17,17 +16,7 @@ import pytest
 
 import hostenv
 
-if not hostenv.HAVE_COMFY:
-    pytest.skip(hostenv.SKIP_REASON, allow_module_level=True)
-sys.path.insert(0, str(hostenv.REPO / "tools"))
-import frontend  # noqa: E402
-
-CHROMIUM = frontend.chromium_path()
-if CHROMIUM is None:
-    pytest.skip("no Chromium found (apt install chromium, or set CHROMIUM_PATH): browser tests skipped",
-                allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.sync_api",
-                                     reason="pip's playwright is not installed: browser tests skipped")
+frontend, CHROMIUM, playwright_api = hostenv.browser_or_skip()
 
 pytestmark = [pytest.mark.host, pytest.mark.browser]
 PACK = "comfyui-svd-exact"
@@ -35,10 +24,8 @@ PACK = "comfyui-svd-exact"
 
 @pytest.fixture(scope="module")
 def page(server: Any) -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        browser = frontend.launch(p, CHROMIUM)
-        yield frontend.open_app(browser, server.url)
-        browser.close()
+    with hostenv.open_browser(server.url) as page:
+        yield page
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ chromium and pip's playwright; skips with one line without them.
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,17 +16,7 @@ import pytest
 
 import hostenv
 
-if not hostenv.HAVE_COMFY:
-    pytest.skip(hostenv.SKIP_REASON, allow_module_level=True)
-sys.path.insert(0, str(hostenv.REPO / "tools"))
-import frontend  # noqa: E402
-
-CHROMIUM = frontend.chromium_path()
-if CHROMIUM is None:
-    pytest.skip("no Chromium found (apt install chromium, or set CHROMIUM_PATH): browser tests skipped",
-                allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.sync_api",
-                                     reason="pip's playwright is not installed: browser tests skipped")
+frontend, CHROMIUM, playwright_api = hostenv.browser_or_skip()
 
 pytestmark = [pytest.mark.host, pytest.mark.browser]
 PACK = "comfyui-svd-exact"

@@ -4,7 +4,6 @@ disconnected, and the keyframe_sequence template, loaded, regrown, saved and ope
 (app.graphToPrompt)."""
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,17 +11,7 @@ import pytest
 
 import hostenv
 
-if not hostenv.HAVE_COMFY:
-    pytest.skip(hostenv.SKIP_REASON, allow_module_level=True)
-sys.path.insert(0, str(hostenv.REPO / "tools"))
-import frontend  # noqa: E402
-
-CHROMIUM = frontend.chromium_path()
-if CHROMIUM is None:
-    pytest.skip("no Chromium found (apt install chromium, or set CHROMIUM_PATH): browser tests skipped",
-                allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.sync_api",
-                                     reason="pip's playwright is not installed: browser tests skipped")
+frontend, CHROMIUM, playwright_api = hostenv.browser_or_skip()
 
 pytestmark = [pytest.mark.host, pytest.mark.browser]
 NODE = "StableVideoKeyframeSequence"
@@ -31,10 +20,8 @@ TEMPLATE = "keyframe_sequence"
 
 @pytest.fixture(scope="module")
 def page(server: Any) -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        browser = frontend.launch(p, CHROMIUM)
-        yield frontend.open_app(browser, server.url)
-        browser.close()
+    with hostenv.open_browser(server.url) as page:
+        yield page
 
 
 def _keyframe_slots(page: Any, node_id: int) -> list[tuple[str, bool]]:

@@ -8,7 +8,6 @@ ComfyUI checkout, Debian's chromium and pip's playwright; skips with one line wi
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,17 +15,7 @@ import pytest
 
 import hostenv
 
-if not hostenv.HAVE_COMFY:
-    pytest.skip(hostenv.SKIP_REASON, allow_module_level=True)
-sys.path.insert(0, str(hostenv.REPO / "tools"))
-import frontend  # noqa: E402
-
-CHROMIUM = frontend.chromium_path()
-if CHROMIUM is None:
-    pytest.skip("no Chromium found (apt install chromium, or set CHROMIUM_PATH): browser tests skipped",
-                allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.sync_api",
-                                     reason="pip's playwright is not installed: browser tests skipped")
+frontend, CHROMIUM, playwright_api = hostenv.browser_or_skip()
 
 pytestmark = [pytest.mark.host, pytest.mark.browser]
 LOCALE = "zh"
@@ -38,13 +27,10 @@ ZH_MAIN = json.loads((hostenv.REPO / "locales" / LOCALE / "main.json").read_text
 def page(server: Any) -> Iterator[Any]:
     code, _ = server.request("/settings/Comfy.Locale", LOCALE)
     assert code == 200, "the server did not save the language setting"
-    with playwright_api.sync_playwright() as p:
-        browser = frontend.launch(p, CHROMIUM)
-        page = frontend.open_app(browser, server.url)
+    with hostenv.open_browser(server.url) as page:
         assert page.evaluate("() => window.app.extensionManager.setting.get('Comfy.Locale')") == LOCALE
         page.evaluate("() => window.app.graph.clear()")
         yield page
-        browser.close()
 
 
 def add_node(page: Any, node_type: str) -> dict[str, Any]:
