@@ -154,7 +154,8 @@ class StableVideoKeyframeSequence(io.ComfyNode):
         schema.raise_if(conditioning_errors(width, height, fps, motion_bucket_id, cond_aug))
         lengths = _segment_frames(segment_frames, frames, len(images) - 1) or [frames] * (len(images) - 1)
         s = model.config.sampling
-        chunk = min(frames_per_chunk or s.decode_chunk_size, max(lengths))
+        # the frames each segment decodes together, as svd_core resolves it (0 = the preset's)
+        chunk = svd_core.decode_chunk(frames_per_chunk or None, max(lengths), default=s.decode_chunk_size)
         need = max(memory.unet_step_bytes(model.config.unet, b, max(lengths), height, width,
                                           compute_dtype(model.module)),
                    memory.decode_bytes(model.config.vae, chunk, height, width, compute_dtype(vae.module)),
